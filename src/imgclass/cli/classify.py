@@ -1,0 +1,92 @@
+"""``imgclass classify`` (and jetson's ``imagenet``): classify images, folders and globs."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from tqdm import tqdm
+
+from ..api import Classifier
+from ..errors import ImgclassError
+from ..media.images import ImageSink, list_images
+from ..models import DEFAULT_NETWORK
+from ..overlay import draw_overlay, overlay_lines
+
+
+def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
+    p.add_argument("input", metavar="INPUT" if not jetson else "input_URI",
+                   help="image file, directory (natural order) or quoted glob like 'photos/*.jpg'")
+    p.add_argument("output", nargs="?", default=None, metavar="OUTPUT" if not jetson else "output_URI",
+                   help="where annotated images go: a file, a pattern like out_%%i.jpg, or a directory (default: none)")
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="registry network (see `imgclass models`)")
+    p.add_argument("--model", default=None, help="your own ONNX model instead of --network (labels from its metadata)")
+    p.add_argument("--labels", default=None, help="labels file, one class per line (overrides the model's)")
+    p.add_argument("--input-blob", default=None, help="input tensor name of --model (default: its only input)")
+    p.add_argument("--output-blob", default=None, help="output tensor name of --model (default: its only output)")
+    p.add_argument("--weights", default=None, help="weights file for --network (default: installed or torch hub cache)")
+    p.add_argument("--topk", type=int, default=1, help="how many classes to report per image")
+    p.add_argument("--threshold", type=float, default=0.0, help="drop classes below this confidence (0..1)")
+    p.add_argument("--resize", choices=["crop", "stretch"], default=None,
+                   help="crop: short side then center crop (what the weights expect); stretch: jetson's whole-frame "
+                        "resize (default: the model's own setting)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
+    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.add_argument("--headless", action="store_true", help="never open a window (jetson flag; still images never do)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("classify", help="classify images, folders, globs", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Classify images with a pretrained network or your own ONNX model; prints one line "
+                                   "per image, and writes annotated copies when OUTPUT is given.")
+    add_arguments(p)
+    p.set_defaults(func=run, prefix=None)
+
+
+def jetson_parser() -> argparse.ArgumentParser:
+    """The parser behind ``imagenet`` / ``imagenet.py``, accepting jetson-inference's spellings."""
+    p = argparse.ArgumentParser(prog="imagenet", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Classify images (jetson-inference imagenet compatible).")
+    add_arguments(p, jetson=True)
+    p.set_defaults(func=run, prefix="imagenet")
+    return p
+
+
+def format_line(prefix: str, predictions) -> str:
+    """jetson's console line: ``imagenet:  97.31% class #950 (orange)``, top-k joined with ``;``."""
+    if not predictions:
+        return f"{prefix}:  no class above the threshold"
+    return f"{prefix}: " + ";".join(f" {p.confidence * 100:5.2f}% class #{p.index} ({p.label})" for p in predictions)
+
+
+def run(args) -> int:
+    paths = list_images(args.input)
+    sink = ImageSink(args.output) if args.output else None
+    if sink is not None and sink.single_file and len(paths) > 1:
+        raise ImgclassError(f"{args.output}: one output file for {len(paths)} input images; "
+                            "give a directory or a pattern like out_%i.jpg")
+    net = Classifier(args.network, model=args.model, labels=args.labels, input_blob=args.input_blob,
+                     output_blob=args.output_blob, weights=args.weights, resize=args.resize, threads=args.threads)
+    start, failed = time.perf_counter(), 0
+    results = net.classify_files(paths, args.topk, args.threshold, args.batch_size, keep_images=sink is not None)
+    for path, preds, image in tqdm(results, total=len(paths), unit="img", disable=None if len(paths) > 20 else True,
+                                   file=sys.stderr, leave=False):
+        if isinstance(preds, ImgclassError):
+            failed += 1
+            print(json.dumps({"input": str(path), "error": str(preds)}) if args.json else f"imgclass: skipped: {preds}",
+                  file=sys.stdout if args.json else sys.stderr, flush=True)
+            continue
+        if sink is not None:
+            sink.write(draw_overlay(image, overlay_lines(preds)))
+        if args.json:
+            print(json.dumps({"input": str(path), "predictions": [p._asdict() for p in preds]}), flush=True)
+        else:
+            print(format_line(args.prefix or str(path), preds), flush=True)
+    seconds = time.perf_counter() - start
+    if len(paths) > 1:
+        print(f"imgclass: {len(paths) - failed} of {len(paths)} images classified in {seconds:.1f} s "
+              f"({len(paths) / seconds:.1f} img/s) with {net.network_name}"
+              + (f"; {failed} skipped (listed above)" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0

@@ -1,0 +1,4 @@
+"""Model registry. ``build_model`` / ``replace_head`` live in ``imgclass.models.build`` (imports torch)."""
+from .registry import DEFAULT_NETWORK, REGISTRY, ModelSpec, find_weights, get_spec, how_to_get, list_specs, require_weights
+
+__all__ = ["DEFAULT_NETWORK", "REGISTRY", "ModelSpec", "find_weights", "get_spec", "how_to_get", "list_specs", "require_weights"]

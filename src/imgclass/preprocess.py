@@ -1,0 +1,86 @@
+"""Image -> network input. The settings travel with the model (registry or ONNX metadata),
+so training, export and inference always agree."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an RGB image becomes a normalized NCHW float32 tensor.
+
+    Attributes:
+        size: side of the square network input.
+        resize: "crop" (short side to size/crop_pct, then center crop; what the weights were
+            trained for) or "stretch" (whole frame to size x size, as jetson does).
+        crop_pct: fraction of the resized short side kept by the center crop.
+        interpolation: "bicubic", "bilinear" or "nearest".
+        mean, std: per-channel, on the 0..1 scale.
+        channel_order: "rgb" or "bgr" (what the network expects).
+
+    Example:
+        >>> p = Preprocess(size=224, mean=(0.5,) * 3, std=(0.5,) * 3)
+        >>> p(np.zeros((375, 500, 3), np.uint8)).shape
+        (3, 224, 224)
+    """
+
+    size: int = 224
+    resize: str = "crop"
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    channel_order: str = "rgb"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Preprocess":
+        d = json.loads(text)
+        for k in ("mean", "std"):
+            d[k] = tuple(d[k])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(w, h) the image is resized to before the crop."""
+        if self.resize == "stretch":
+            return self.size, self.size
+        short = round(self.size / self.crop_pct)
+        scale = short / min(width, height)
+        return max(self.size, round(width * scale)), max(self.size, round(height * scale))
+
+    def resize_and_crop(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        """Resize (and crop) to size x size; returns HxWx3 uint8 RGB."""
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image)
+        w, h = self.resized_size(*image.size)
+        if (w, h) != image.size:
+            image = image.resize((w, h), _RESAMPLE[self.interpolation])
+        left, top = (w - self.size) // 2, (h - self.size) // 2
+        if (left, top) != (0, 0) or (w, h) != (self.size, self.size):
+            image = image.crop((left, top, left + self.size, top + self.size))
+        return np.asarray(image)
+
+    def normalize(self, pixels: np.ndarray) -> np.ndarray:
+        """HxWx3 (or NxHxWx3) uint8 RGB -> CHW (or NCHW) float32, normalized."""
+        x = pixels.astype(np.float32)
+        if self.channel_order == "bgr":
+            x = x[..., ::-1]
+        mean = np.asarray(self.mean, np.float32) * 255
+        scale = 1 / (np.asarray(self.std, np.float32) * 255)
+        x = (x - mean) * scale
+        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+    def __call__(self, image: Image.Image | np.ndarray) -> np.ndarray:
+        return self.normalize(self.resize_and_crop(image))
+
+    def batch(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+        return self.normalize(np.stack([self.resize_and_crop(im) for im in images]))
