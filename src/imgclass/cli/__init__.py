@@ -26,6 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Make a bad flag end in one line (``imgclass classify: error: ...; see --help``), not a usage dump."""
+    def error(message: str):
+        print(f"{parser.prog}: error: {message}; see {parser.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+    parser.error = error
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                one_line_errors(sub)
+    return parser
+
+
 def run_cli(run, args) -> int:
     """Run a verb: an ImgclassError or Ctrl-C ends in one line and a non-zero exit, never a traceback."""
     try:
@@ -43,14 +57,15 @@ def run_cli(run, args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``imgclass`` entry point."""
-    args = build_parser().parse_args(argv)
+    argv = jetson_argv(sys.argv[1:] if argv is None else argv)  # jetson's spellings work everywhere
+    args = one_line_errors(build_parser()).parse_args(argv)
     return run_cli(args.func, args)
 
 
 def _alias(module: str, argv: list[str] | None) -> int:
     mod = import_module(f"{__name__}.{module}")
     argv = jetson_argv(sys.argv[1:] if argv is None else argv)
-    args = mod.jetson_parser().parse_args(argv)
+    args = one_line_errors(mod.jetson_parser()).parse_args(argv)
     return run_cli(args.func, args)
 
 

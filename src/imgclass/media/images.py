@@ -84,7 +84,7 @@ def load_image(path: str | Path) -> np.ndarray:
         >>> img.shape, img.dtype
         ((375, 500, 3), dtype('uint8'))
     """
-    return np.asarray(open_image(path))
+    return np.array(open_image(path))  # writable, so overlays can draw on it
 
 
 def atomic_write(path: str | Path, write) -> Path:

@@ -1,0 +1,53 @@
+"""Shared test setup: a private engine cache for the session, the real data folder, CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Engines go to a fresh cache per test session, never the user's (subprocesses inherit it)."""
+    old = os.environ.get("IMGCLASS_CACHE")
+    os.environ["IMGCLASS_CACHE"] = str(tmp_path_factory.mktemp("imgclass-cache"))
+    yield Path(os.environ["IMGCLASS_CACHE"])
+    if old is None:
+        os.environ.pop("IMGCLASS_CACHE", None)
+    else:
+        os.environ["IMGCLASS_CACHE"] = old
+
+
+def data_dir(name: str) -> Path:
+    """A folder of ../shared/data, or skip the test saying why."""
+    path = DATA / name
+    if not path.exists():
+        pytest.skip(f"real data folder {path} is absent (see ../shared/data/README.md)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def images_dir() -> Path:
+    return data_dir("images")
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    """The default network, shared by the tests (its export runs once per session)."""
+    import imgclass
+    return imgclass.Classifier()
+
+
+def run_python(*args: str, cwd: str | Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python ARGS`` in a subprocess and capture its output."""
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout)
+
+
+def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``imgclass ARGS`` (as ``python -m imgclass``)."""
+    return run_python("-m", "imgclass", *args, **kwargs)

@@ -1,0 +1,95 @@
+"""The ONNX Runtime engine and its cache: keyed by content, atomic, torch-free when warm."""
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import imgclass
+from imgclass.errors import ImgclassError
+
+from conftest import run_cli, run_python
+
+
+def tiny_onnx(path, weights, input_name="input_0", output_name="output_0", batch="N", softmax=True):
+    """A 3-channel 8x8 -> len(weights[0]) classes model: global average pool + linear (+ softmax)."""
+    weights = np.asarray(weights, np.float32)
+    nodes = [helper.make_node("GlobalAveragePool", [input_name], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "W"], ["logits" if softmax else output_name])]
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], [output_name], axis=1))
+    graph = helper.make_graph(
+        nodes, "tiny", [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [batch, weights.shape[1]])],
+        [helper.make_tensor("W", TensorProto.FLOAT, weights.shape, weights.flatten())])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+RED, BLUE = np.full((16, 16, 3), (255, 0, 0), np.uint8), np.full((16, 16, 3), (0, 0, 255), np.uint8)
+
+
+def engines(cache):
+    return sorted((cache / "engines").glob("*.onnx"))
+
+
+def test_a_changed_model_file_never_runs_a_stale_engine(tmp_path, private_cache):
+    model, labels = tmp_path / "model.onnx", tmp_path / "labels.txt"
+    labels.write_text("red\nblue\n")
+    tiny_onnx(model, [[5, -5], [0, 0], [-5, 5]])
+    before = set(engines(private_cache))
+    net = imgclass.Classifier(model=model, labels=labels)
+    assert net.classify(RED)[0].label == "red" and net.classify(BLUE)[0].label == "blue"
+    first = set(engines(private_cache)) - before
+    assert len(first) == 1
+    imgclass.Classifier(model=model, labels=labels)  # warm: same engine, nothing new
+    assert set(engines(private_cache)) - before == first
+    tiny_onnx(model, [[-5, 5], [0, 0], [5, -5]])  # "retrained": same path, new bytes
+    net = imgclass.Classifier(model=model, labels=labels)
+    assert net.classify(RED)[0].label == "blue"
+    assert len(set(engines(private_cache)) - before) == 2
+
+
+def test_two_processes_building_the_same_engine_both_work(tmp_path):
+    model, labels = tmp_path / "model.onnx", tmp_path / "labels.txt"
+    labels.write_text("red\nblue\n")
+    tiny_onnx(model, [[1, -1], [0, 0], [-1, 1]])
+    code = f"import imgclass; print(imgclass.Classifier(model={str(model)!r}, labels={str(labels)!r}).num_classes)"
+    env_cache = tmp_path / "cache"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**__import__("os").environ, "IMGCLASS_CACHE": str(env_cache)}) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert all(o[0].strip() == "2" for o in outs)
+    assert len(list((env_cache / "engines").glob("*.onnx"))) == 1
+    assert not list((env_cache / "engines").glob(".*"))  # no temp files left behind
+
+
+def test_blob_names_labels_and_logits(tmp_path):
+    model, labels = tmp_path / "net.onnx", tmp_path / "labels.txt"
+    labels.write_text("red\nblue\n")
+    tiny_onnx(model, [[5, -5], [0, 0], [-5, 5]], input_name="data", output_name="prob", batch=1, softmax=False)
+    net = imgclass.Classifier(model=model, labels=labels, input_blob="data", output_blob="prob")
+    # a static batch of 1 and raw logits: still batched and softmaxed correctly
+    (red,), (blue,) = net.classify_batch([RED, BLUE])
+    assert red.label == "red" and blue.label == "blue" and red.confidence > 0.9
+    assert np.allclose(net.probabilities(net.preprocess.batch([RED, BLUE, RED])).sum(axis=1), 1)
+    with pytest.raises(ImgclassError, match=r"no input blob 'input_0' \(it has: data\)"):
+        imgclass.Classifier(model=model, labels=labels, input_blob="input_0")
+    with pytest.raises(ImgclassError, match="carries no labels"):
+        imgclass.Classifier(model=model)
+    imgclass.save_image(tmp_path / "red.png", RED)
+    out = run_cli("classify", str(tmp_path / "red.png"), "--model", str(model), "--labels", str(labels), "--output_blob", "output_0")
+    assert out.returncode == 1 and "no output blob 'output_0' (it has: prob); fix --output-blob" in out.stderr
+    out = run_cli("classify", str(tmp_path / "red.png"), "--model", str(model), "--labels", str(labels))
+    assert out.returncode == 0 and "(red)" in out.stdout
+
+
+def test_a_warm_run_does_not_import_torch(classifier):
+    code = "import sys, imgclass; imgclass.Classifier(); print('torch' in sys.modules)"
+    out = run_python("-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
