@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; IMGCLASS_DATA points elsewhere (the GPU machine gets a copy).
+DATA = Path(os.environ.get("IMGCLASS_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -39,7 +39,9 @@ class Classifier:
         weights: a weights file for a registry network (else the installed/cached one is used).
         resize: "crop" (default for registry networks) or "stretch" (jetson's whole-frame resize).
         threads: CPU threads for inference (default: all cores).
-        device: "cpu", "cuda" or "auto".
+        device: "auto" (CUDA when there is one, else CPU), "cpu" or "cuda". On CUDA a registry
+            network runs in torch (fp16, channels-last, CUDA graphs); an ONNX file runs on
+            ONNX Runtime's CUDA/TensorRT providers when onnxruntime-gpu is installed.
 
     Example:
         >>> net = Classifier("efficientnet-lite0")
@@ -49,7 +51,8 @@ class Classifier:
 
     def __init__(self, network: str | None = None, *, model: str | Path | None = None, labels: str | Path | None = None,
                  input_blob: str | None = None, output_blob: str | None = None, weights: str | Path | None = None,
-                 resize: str | None = None, threads: int | None = None, device: str = "cpu"):
+                 resize: str | None = None, threads: int | None = None, device: str = "auto"):
+        # ONNX Runtime picks its own providers for "auto"; a registry network needs torch to run on CUDA.
         opts = dict(threads=threads, device=device, input_name=input_blob, output_name=output_blob)
         if model is not None:
             self.engine = OnnxEngine.from_file(model, describe=f"optimizing {Path(model).name} for ONNX Runtime", **opts)
@@ -65,14 +68,12 @@ class Classifier:
             weights_path = require_weights(spec, weights)
             self.network_name, preprocess = spec.name, spec.preprocess
             self.labels, self.synsets = imagenet_labels()
-            sha = cache_key(file_sha256(weights_path), spec.arch, spec.preprocess.to_json())
-
-            def build_onnx(path: Path) -> Path:
-                from .export import export_onnx  # torch is imported only on a cache miss
+            if resolve_device(device) == "cuda":
                 from .models.build import build_model
-                return export_onnx(build_model(spec, weights_path), path, spec.preprocess, self.labels, self.synsets, spec.name)
-
-            self.engine = OnnxEngine(build_onnx, sha, spec.name, describe=f"exporting {spec.name} to ONNX (about 15 s)", **opts)
+                from .runtime.torch_cuda import TorchEngine
+                self.engine = TorchEngine(build_model(spec, weights_path), spec.preprocess)
+            else:
+                self.engine = self._onnx_engine(spec, weights_path, opts)
         if labels is not None:
             self.labels, self.synsets = read_labels(labels)
         if self.labels is None:
@@ -82,6 +83,17 @@ class Classifier:
             raise ImgclassError(f"labels list {len(self.labels)} classes but the model outputs {n}; "
                                 f"give the labels file the model was trained with")
         self.preprocess = replace(preprocess, resize=resize) if resize else preprocess
+
+    def _onnx_engine(self, spec, weights_path: Path, opts: dict) -> OnnxEngine:
+        """The registry network exported to ONNX once (cached by the weights' sha256)."""
+        sha = cache_key(file_sha256(weights_path), spec.arch, spec.preprocess.to_json())
+
+        def build_onnx(path: Path) -> Path:
+            from .export import export_onnx  # torch is imported only on a cache miss
+            from .models.build import build_model
+            return export_onnx(build_model(spec, weights_path), path, spec.preprocess, self.labels, self.synsets, spec.name)
+
+        return OnnxEngine(build_onnx, sha, spec.name, describe=f"exporting {spec.name} to ONNX (about 15 s)", **opts)
 
     @property
     def num_classes(self) -> int:
@@ -114,7 +126,13 @@ class Classifier:
 
         Yields ``(path, predictions, image)``; a bad file yields its ImgclassError in place of
         the predictions and the rest go on. ``image`` is the full decoded frame when ``keep_images``.
+        On CUDA (and no frames kept) JPEGs are decoded in batches on the GPU instead.
         """
+        if hasattr(self.engine, "classify_files") and not keep_images:
+            for path, probs in self.engine.classify_files(list(map(Path, paths))):
+                yield path, probs if isinstance(probs, ImgclassError) else self.predictions(probs, topk, threshold), None
+            return
+
         def decode(path: Path):
             try:
                 image = open_image(path, min_size=None if keep_images else self._decode_min_size())
@@ -133,6 +151,18 @@ class Classifier:
     def _decode_min_size(self) -> int:
         p = self.preprocess
         return p.size if p.resize == "stretch" else round(p.size / p.crop_pct)
+
+
+def resolve_device(device: str) -> str:
+    """"auto" -> "cuda" where a CUDA device is usable, else "cpu" (without importing torch on CPU-only machines)."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ImgclassError(f"unknown device '{device}'; use auto, cpu or cuda")
+    if device == "auto":
+        if not os.path.exists("/dev/nvidiactl"):
+            return "cpu"
+        from .runtime.torch_cuda import cuda_available
+        return "cuda" if cuda_available() else "cpu"
+    return device
 
 
 def _prefetched(pool: ThreadPoolExecutor, fn, items: Iterator, ahead: int) -> Iterator[list]:

@@ -1,0 +1,42 @@
+"""``imgclass benchmark``: images/s and latency per device and runtime, next to plain torch."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..models import DEFAULT_NETWORK
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("benchmark", help="measure images/s and latency on every device here",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       description="Model-only and end-to-end speed for each available device and runtime, "
+                                   "with plain torch eager fp32 measured in the same run for comparison.")
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="registry network")
+    p.add_argument("--folder", default=None, help="image folder or glob for the end-to-end figures (default: model only)")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all", help="which devices to measure")
+    p.add_argument("--cpu-batch", type=int, default=8, help="large batch size on the CPU")
+    p.add_argument("--cuda-batch", type=int, default=256, help="large batch size on CUDA")
+    p.add_argument("--json", action="store_true", help="one JSON object per result")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..benchmark import run_benchmark  # imports torch
+    devices = ("cpu", "cuda") if args.device == "all" else (args.device,)
+    if not args.json:
+        print(f"{'device':<6} {'runtime':<58} {'mode':<11} {'batch':>6} {'img/s':>10} {'latency ms':>11}")
+    for r in run_benchmark(args.network, args.folder, devices, args.cpu_batch, args.cuda_batch):
+        if args.json:
+            print(json.dumps(r), flush=True)
+        elif "ceilings" in r:
+            c, per = r["ceilings"], r["per_image"]
+            print(f"{r['gpu']}: measured ceilings {c['copy_bytes_per_s'] / 1e12:.2f} TB/s copy, "
+                  f"{c['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s bf16; per image {per['flops'] / 1e9:.2f} GFLOP, "
+                  f"{per['activation_bytes'] / 1e6:.1f} MB of activations")
+        else:
+            extra = (f"  ({r['bandwidth_fraction'] * 100:.0f}% of bandwidth, {r['flops_fraction'] * 100:.1f}% of bf16 FLOP/s)"
+                     if "bandwidth_fraction" in r else "")
+            print(f"{r['device']:<6} {r['runtime']:<58} {r['mode']:<11} {r['batch']:>6} {r['images_per_s']:>10.1f} "
+                  f"{r['latency_ms']:>11.2f}{extra}", flush=True)
+    return 0

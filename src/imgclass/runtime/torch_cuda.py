@@ -1,0 +1,160 @@
+"""CUDA back end: a torch module in fp16 (or bf16), channels-last, one CUDA graph per batch size,
+softmax inside the graph; and batched JPEG decode + preprocessing on the GPU.
+
+On an H200 (see BENCHMARKS.md) this network is bound by memory traffic and kernel launches, not
+arithmetic: half precision halves the bytes, channels-last feeds the tensor cores without
+transposes, and a replayed CUDA graph removes the launch gaps.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.transforms.v2 import functional as TF
+
+from ..errors import ImgclassError
+from ..media.images import open_image
+from ..preprocess import Preprocess
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+_INTERP = {"bicubic": TF.InterpolationMode.BICUBIC, "bilinear": TF.InterpolationMode.BILINEAR,
+           "nearest": TF.InterpolationMode.NEAREST}
+
+
+def cuda_available() -> bool:
+    """True when a CUDA device is usable (checks the driver's files first so CPU machines never import CUDA)."""
+    return os.path.exists("/dev/nvidiactl") and torch.cuda.is_available()
+
+
+class TorchEngine:
+    """Run a classifier on a CUDA device; batches of any size, probabilities out.
+
+    Args:
+        model: the network (logits out), in eval mode.
+        preprocess: its input settings (used by ``preprocess_files``).
+        precision: "fp16" (default), "bf16" or "fp32".
+        cuda_graphs: replay one captured graph per batch-size bucket (removes launch overhead).
+        max_batch: largest batch run at once; bigger inputs are split.
+
+    Example:
+        >>> engine = TorchEngine(build_model(get_spec("efficientnet-lite0")), spec.preprocess)  # doctest: +SKIP
+        >>> probs = engine.run(batch)                                                          # (N, 1000)
+    """
+
+    def __init__(self, model: nn.Module, preprocess: Preprocess, device: str = "cuda", precision: str = "fp16",
+                 cuda_graphs: bool = True, max_batch: int = 256):
+        if not torch.cuda.is_available():
+            raise ImgclassError("--device cuda: no CUDA device is visible to torch; use --device cpu")
+        self.device, self.dtype, self.precision = torch.device(device), DTYPES[precision], precision
+        self.preprocess, self.max_batch, self.cuda_graphs = preprocess, max_batch, cuda_graphs
+        self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        self.mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255
+        self.inv_std = 1 / (torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1) * 255)
+        self._graphs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.cuda.CUDAGraph]] = {}
+
+    @property
+    def name(self) -> str:
+        return f"torch {self.precision} channels-last{' + CUDA graphs' if self.cuda_graphs else ''} on {torch.cuda.get_device_name(self.device)}"
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x).float(), dim=1)
+
+    def _bucket(self, n: int) -> int:
+        """Batch sizes round up to a power of two, so a handful of graphs serve every size."""
+        return min(self.max_batch, 1 << (n - 1).bit_length())
+
+    def _graph(self, n: int):
+        if n not in self._graphs:
+            static_in = torch.zeros(n, 3, self.preprocess.size, self.preprocess.size, device=self.device,
+                                    dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):  # warm up outside the capture, as CUDA graphs require
+                for _ in range(2):
+                    self._forward(static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self._forward(static_in)
+            self._graphs[n] = (static_in, static_out, graph)
+        return self._graphs[n]
+
+    @torch.inference_mode()
+    def run_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized NCHW batch on the device -> (N, classes) float32 probabilities on the device."""
+        outs = []
+        for chunk in x.split(self.max_batch):
+            n = len(chunk)
+            if not self.cuda_graphs:
+                outs.append(self._forward(chunk.to(self.dtype).contiguous(memory_format=torch.channels_last)))
+                continue
+            static_in, static_out, graph = self._graph(self._bucket(n))
+            static_in[:n].copy_(chunk)
+            graph.replay()
+            outs.append(static_out[:n].clone())
+        return torch.cat(outs)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """NCHW float32 host batch -> (N, classes) probabilities, like the ONNX Runtime engine."""
+        x = torch.from_numpy(batch).pin_memory().to(self.device, non_blocking=True)
+        return self.run_tensor(x).cpu().numpy()
+
+    @torch.inference_mode()
+    def preprocess_uint8(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Decoded CHW uint8 device images of any sizes -> normalized NCHW batch (resize, crop, normalize on the GPU)."""
+        p, out = self.preprocess, []
+        for img in images:
+            w, h = p.resized_size(img.shape[2], img.shape[1])
+            img = TF.resize(img, [h, w], interpolation=_INTERP[p.interpolation], antialias=True)
+            out.append(TF.center_crop(img, [p.size, p.size]))
+        x = torch.stack(out)
+        if p.channel_order == "bgr":
+            x = x.flip(1)
+        return ((x.to(self.dtype) - self.mean.to(self.dtype)) * self.inv_std.to(self.dtype)).contiguous(memory_format=torch.channels_last)
+
+    def classify_files(self, paths: Sequence[Path], batch_size: int = 256, workers: int = 8
+                       ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
+        """Probabilities for image files: bytes read in threads, JPEGs decoded in batches on the GPU
+        (nvJPEG), other formats on the CPU; yields ``(path, probs)`` or ``(path, error)`` in order."""
+        def read(path: Path):
+            try:
+                if path.suffix.lower() in (".jpg", ".jpeg"):
+                    return read_file(str(path))
+                return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)  # CPU fallback
+            except ImgclassError as e:
+                return e
+            except (OSError, RuntimeError) as e:
+                return ImgclassError(f"{path}: cannot read ({e})")
+
+        with ThreadPoolExecutor(workers) as pool:
+            chunks = [list(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
+            pending = pool.map(lambda chunk: [read(p) for p in chunk], chunks)  # reads run ahead of the GPU
+            for chunk, raw in zip(chunks, pending):
+                images = self._decode(chunk, raw)
+                good = [i for i, im in enumerate(images) if not isinstance(im, ImgclassError)]
+                probs = self.run_tensor(self.preprocess_uint8([images[i] for i in good])).cpu().numpy() if good else []
+                row = dict(zip(good, probs))
+                for i, path in enumerate(chunk):
+                    yield path, row[i] if i in row else images[i]
+
+    def _decode(self, paths: Sequence[Path], raw: list) -> list:
+        jpeg = [i for i, r in enumerate(raw) if isinstance(r, torch.Tensor) and r.ndim == 1]
+        out = [r.to(self.device) if isinstance(r, torch.Tensor) and r.ndim == 3 else r for r in raw]
+        try:
+            decoded = decode_jpeg([raw[i] for i in jpeg], mode=ImageReadMode.RGB, device=self.device) if jpeg else []
+        except RuntimeError:  # one corrupt file fails the batch: decode one by one to find it
+            decoded = []
+            for i in jpeg:
+                try:
+                    decoded.append(decode_jpeg(raw[i], mode=ImageReadMode.RGB, device=self.device))
+                except RuntimeError as e:
+                    decoded.append(ImgclassError(f"{paths[i]}: corrupt or truncated JPEG ({str(e).splitlines()[0]})"))
+        for i, img in zip(jpeg, decoded):
+            out[i] = img
+        return out

@@ -1,0 +1,57 @@
+"""The CUDA path (runs on a GPU machine; skipped, saying why, everywhere else)."""
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA device here: the GPU path is tested on the GPU machine (see BENCHMARKS.md)", allow_module_level=True)
+
+import imgclass  # noqa: E402
+from imgclass.errors import ImgclassError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return imgclass.Classifier(device="cuda")
+
+
+def test_auto_picks_the_gpu(gpu):
+    assert imgclass.Classifier().engine.__class__.__name__ == "TorchEngine"
+    assert "CUDA graphs" in gpu.engine.name
+
+
+def test_gpu_agrees_with_the_cpu_runtime(gpu, images_dir):
+    cpu = imgclass.Classifier(device="cpu")
+    images = [imgclass.load_image(p) for p in sorted(images_dir.glob("*.jpg"))]
+    x = cpu.preprocess.batch(images)
+    p_cpu, p_gpu = cpu.probabilities(x), gpu.probabilities(x)
+    assert p_gpu.shape == p_cpu.shape
+    assert np.abs(p_gpu - p_cpu).max() < 0.05  # fp16 weights and activations
+    assert (p_gpu.argmax(1) == p_cpu.argmax(1)).mean() >= 0.95
+
+
+def test_batches_of_any_size_match(gpu):
+    x = np.random.default_rng(0).standard_normal((300, 3, 224, 224), dtype=np.float32)
+    whole = gpu.probabilities(x)
+    parts = np.concatenate([gpu.probabilities(x[:1]), gpu.probabilities(x[1:4]), gpu.probabilities(x[4:])])
+    assert np.allclose(whole, parts, atol=2e-3)
+    assert np.allclose(whole.sum(1), 1, atol=1e-3)
+
+
+def test_gpu_decode_classifies_a_folder_and_skips_bad_files(gpu, images_dir, tmp_path):
+    names = ["orange_0.jpg", "banana_0.jpg"]
+    for n in names:
+        shutil.copy(images_dir / n, tmp_path / n)
+    imgclass.save_image(tmp_path / "orange.png", imgclass.load_image(images_dir / "orange_0.jpg"))
+    data = (images_dir / "orange_0.jpg").read_bytes()
+    (tmp_path / "broken.jpg").write_bytes(data[:200])
+    paths = sorted(tmp_path.iterdir())
+    results = {p.name: r for p, r, _ in gpu.classify_files(paths, topk=1)}
+    assert isinstance(results["broken.jpg"], ImgclassError)
+    assert results["orange_0.jpg"][0].label == "orange" and results["orange.png"][0].label == "orange"
+    assert results["banana_0.jpg"][0].label == "banana"
+    cpu = {p.name: r for p, r, _ in imgclass.Classifier(device="cpu").classify_files(paths)}
+    for name in names:
+        assert abs(cpu[name][0].confidence - results[name][0].confidence) < 0.1
