@@ -13,6 +13,7 @@ from .errors import ImgclassError
 from .labels import imagenet_labels, read_labels
 from .media.images import load_image, open_image, save_image
 from .models import DEFAULT_NETWORK, get_spec, require_weights
+from .parallel import prefetched
 from .preprocess import Preprocess
 from .runtime.cache import cache_key, file_sha256
 from .runtime.onnx import META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OnnxEngine
@@ -142,7 +143,7 @@ class Classifier:
 
         workers = workers or min(4, os.cpu_count() or 1)
         with ThreadPoolExecutor(workers) as pool:
-            for chunk in _prefetched(pool, decode, map(Path, paths), ahead=batch_size * 2):
+            for chunk in prefetched(pool, decode, map(Path, paths), ahead=batch_size * 2):
                 good = [c for c in chunk if not isinstance(c[1], ImgclassError)]
                 probs = iter(self.probabilities(np.stack([c[1] for c in good]))) if good else iter(())
                 for path, x, image in chunk:
@@ -163,16 +164,3 @@ def resolve_device(device: str) -> str:
         from .runtime.torch_cuda import cuda_available
         return "cuda" if cuda_available() else "cpu"
     return device
-
-
-def _prefetched(pool: ThreadPoolExecutor, fn, items: Iterator, ahead: int) -> Iterator[list]:
-    """Map ``fn`` over ``items`` in the pool, at most ``ahead`` in flight; yields lists of half that size."""
-    batch, pending = max(1, ahead // 2), []
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= ahead:
-            yield [f.result() for f in pending[:batch]]
-            del pending[:batch]
-    while pending:
-        yield [f.result() for f in pending[:batch]]
-        del pending[:batch]
