@@ -35,7 +35,7 @@ def run(args) -> int:
                   f"{c['bf16_flops_per_s'] / 1e12:.0f} TFLOP/s bf16; per image {per['flops'] / 1e9:.2f} GFLOP, "
                   f"{per['activation_bytes'] / 1e6:.1f} MB of activations")
         else:
-            extra = (f"  ({r['bandwidth_fraction'] * 100:.0f}% of bandwidth, {r['flops_fraction'] * 100:.1f}% of bf16 FLOP/s)"
+            extra = (f"  (unfused traffic at {r['bandwidth_fraction'] * 100:.0f}% of copy bandwidth, {r['flops_fraction'] * 100:.1f}% of bf16 FLOP/s)"
                      if "bandwidth_fraction" in r else "")
             print(f"{r['device']:<6} {r['runtime']:<58} {r['mode']:<11} {r['batch']:>6} {r['images_per_s']:>10.1f} "
                   f"{r['latency_ms']:>11.2f}{extra}", flush=True)

@@ -127,23 +127,27 @@ class TorchEngine:
     def preprocess_uint8(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         """Decoded CHW uint8 device images of any sizes -> normalized NCHW batch, in a few kernels.
 
-        The images are pasted into one padded canvas and each one's crop window (the center
-        crop of the resized image, mapped back to source pixels) is resampled by one batched
-        ``roi_align``, which averages ceil(source/target) samples per output pixel: an
-        antialiased resize + crop for the whole batch instead of several kernels per image.
+        Images are pasted into padded canvases and each one's crop window (the center crop of
+        the resized image, mapped back to source pixels) is resampled by one batched ``roi_align``,
+        which averages ceil(source/target) samples per output pixel: an antialiased resize + crop
+        for many images at once instead of several kernels per image.
         """
+        return torch.cat([self._resample(group) for group in _canvas_groups(images)])
+
+    def _resample(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
         p = self.preprocess
         h_max, w_max = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
         canvas = torch.zeros(len(images), 3, h_max, w_max, dtype=self.dtype, device=self.device)
-        boxes = torch.empty(len(images), 5)
+        boxes = []
         for i, im in enumerate(images):
             h, w = im.shape[1:]
             canvas[i, :, :h, :w] = im
             rw, rh = p.resized_size(w, h)
             sx, sy = w / rw, h / rh
             left, top = (rw - p.size) // 2, (rh - p.size) // 2
-            boxes[i] = torch.tensor([i, left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy])
-        x = roi_align(canvas, boxes.to(self.device, self.dtype), output_size=p.size, sampling_ratio=-1, aligned=True)
+            boxes.append((i, left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy))
+        boxes = torch.tensor(boxes, dtype=self.dtype).to(self.device, non_blocking=True)
+        x = roi_align(canvas, boxes, output_size=p.size, sampling_ratio=-1, aligned=True)
         if p.channel_order == "bgr":
             x = x.flip(1)
         return ((x - self.mean.to(self.dtype)) * self.inv_std.to(self.dtype)).contiguous(memory_format=torch.channels_last)
@@ -162,15 +166,22 @@ class TorchEngine:
             except (OSError, RuntimeError) as e:
                 return ImgclassError(f"{path}: cannot read ({e})")
 
+        in_flight = None  # results of the previous batch, still being computed and copied back
         with ThreadPoolExecutor(workers) as pool:  # file reads run ahead of the GPU
             for chunk in prefetched(pool, lambda path: (path, read(path)), iter(paths), ahead=2 * batch_size):
-                chunk, raw = [c[0] for c in chunk], [c[1] for c in chunk]
-                images = self._decode(chunk, raw)
+                batch_paths, raw = [c[0] for c in chunk], [c[1] for c in chunk]
+                images = self._decode(batch_paths, raw)
                 good = [i for i, im in enumerate(images) if not isinstance(im, ImgclassError)]
-                probs = self.run_tensor(self.preprocess_uint8([images[i] for i in good])).cpu().numpy() if good else []
-                row = dict(zip(good, probs))
-                for i, path in enumerate(chunk):
-                    yield path, row[i] if i in row else images[i]
+                probs = None
+                if good:  # queue this batch on the GPU before waiting for the last one: CPU and GPU overlap
+                    on_device = self.run_tensor(self.preprocess_uint8([images[i] for i in good]))
+                    probs = torch.empty(on_device.shape, pin_memory=True)
+                    probs.copy_(on_device, non_blocking=True)
+                done, in_flight = in_flight, (batch_paths, images, good, probs, _record_event())
+                if done:
+                    yield from _results(*done)
+            if in_flight:
+                yield from _results(*in_flight)
 
     def _decode(self, paths: Sequence[Path], raw: list) -> list:
         jpeg = [i for i, r in enumerate(raw) if isinstance(r, torch.Tensor) and r.ndim == 1]
@@ -187,3 +198,32 @@ class TorchEngine:
         for i, img in zip(jpeg, decoded):
             out[i] = img
         return out
+
+
+def _record_event() -> torch.cuda.Event:
+    event = torch.cuda.Event()
+    event.record()
+    return event
+
+
+def _results(paths, images, good, probs, event) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
+    event.synchronize()
+    row = dict(zip(good, probs.numpy())) if good else {}
+    for i, path in enumerate(paths):
+        yield path, row[i] if i in row else images[i]
+
+
+def _canvas_groups(images: Sequence[torch.Tensor], max_elements: int = 1 << 28) -> Iterator[list[torch.Tensor]]:
+    """Split a batch, in order, so no padded canvas exceeds ``max_elements`` (roi_align indexes
+    with 32-bit integers: a batch of large photos in one canvas overflows them)."""
+    group: list[torch.Tensor] = []
+    h_max = w_max = 0
+    for im in images:
+        h, w = max(h_max, im.shape[1]), max(w_max, im.shape[2])
+        if group and (len(group) + 1) * 3 * h * w > max_elements:
+            yield group
+            group, h, w = [], im.shape[1], im.shape[2]
+        group.append(im)
+        h_max, w_max = h, w
+    if group:
+        yield group
