@@ -1,0 +1,132 @@
+"""The page's "train" button: run ``imgclass train`` then ``imgclass export`` as subprocesses,
+keep their output for the page, and load the exported model for a live preview."""
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImgclassError
+
+MAX_LINES = 200  # the page shows the tail; a long run must not grow memory without bound
+
+
+def train_commands(dataset: str | Path, model_dir: str | Path) -> list[list[str]]:
+    """The two commands that turn the dataset into ``model_dir/model.onnx``, as the user would type them.
+
+    Example:
+        >>> [shlex.join(c) for c in train_commands("data/mugs", "models/mugs")]
+        ['imgclass train data/mugs --model-dir models/mugs', 'imgclass export --model-dir models/mugs']
+    """
+    return [["imgclass", "train", str(dataset), "--model-dir", str(model_dir)],
+            ["imgclass", "export", "--model-dir", str(model_dir)]]
+
+
+def shell_line(commands: list[list[str]]) -> str:
+    """The commands as one copy-pasteable shell line."""
+    return " && ".join(shlex.join(c) for c in commands)
+
+
+class TrainJob:
+    """Run commands one after another in the background, collecting their output line by line.
+
+    A progress bar's carriage-return updates replace one ``progress`` line instead of piling up.
+    ``imgclass`` as the first word runs this Python's imgclass (``python -m imgclass``), so
+    the page trains with the same install that serves it.
+
+    Example:
+        >>> job = TrainJob([["imgclass", "train", "data/mugs", "--model-dir", "models/mugs"]])  # doctest: +SKIP
+        >>> job.start(); job.wait(); job.state  # doctest: +SKIP
+        'done'
+    """
+
+    def __init__(self, commands: list[list[str]], on_success=None):
+        self.commands, self.on_success = commands, on_success
+        self.state = "idle"  # idle -> running -> done | failed
+        self.lines: list[str] = []
+        self.progress = ""
+        self.error: str | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self.state == "running":
+                raise ImgclassError("training is already running; wait for it to finish")
+            self.state, self.lines, self.progress, self.error = "running", [], "", None
+            self._thread = threading.Thread(target=self._run, name="imgclass-capture-train", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for command in self.commands:
+                self._add(f"$ {shlex.join(command)}")
+                argv = [sys.executable, "-m", "imgclass", *command[1:]] if command[0] == "imgclass" else command
+                self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
+                self._pump(self._proc.stdout)
+                if (rc := self._proc.wait()) != 0:
+                    raise ImgclassError(f"`{shlex.join(command)}` failed (exit {rc}); see its output above")
+            if self.on_success is not None:
+                self.on_success()
+            self.state = "done"
+        except (ImgclassError, OSError) as e:
+            self.error, self.state = str(e), "failed"
+
+    def _pump(self, stream) -> None:
+        """Split output on newlines (kept) and carriage returns (progress bar updates)."""
+        pending = b""
+        while chunk := stream.read(4096):  # unbuffered pipe: returns as soon as anything arrives
+            pending += chunk
+            *parts, pending = re.split(rb"(\r\n|\r|\n)", pending)  # text, separator, text, ..., rest
+            for text, sep in zip(parts[0::2], parts[1::2]):
+                line = text.decode("utf-8", "replace").rstrip()
+                if sep == b"\r":
+                    self.progress = line
+                elif line:
+                    self._add(line)
+        if pending.strip():
+            self._add(pending.decode("utf-8", "replace").rstrip())
+
+    def _add(self, line: str) -> None:
+        with self._lock:
+            self.lines = (self.lines + [line])[-MAX_LINES:]
+            self.progress = ""
+
+    def wait(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop(self) -> None:
+        """End a running command (the server is shutting down)."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+
+    def status(self) -> dict:
+        with self._lock:
+            return {"state": self.state, "lines": list(self.lines), "progress": self.progress, "error": self.error}
+
+
+class Preview:
+    """The freshly trained model, giving every class's confidence for a frame.
+
+    Example:
+        >>> Preview("models/mugs/model.onnx").scores(frame)  # doctest: +SKIP
+        [{'label': 'blue mug', 'confidence': 0.91}, {'label': 'red mug', 'confidence': 0.09}]
+    """
+
+    def __init__(self, model: str | Path):
+        from ..api import Classifier  # onnxruntime loads only once there is a model to preview
+
+        self.model = Path(model)
+        self.classifier = Classifier(model=self.model)
+
+    def scores(self, image: np.ndarray) -> list[dict]:
+        """All classes in label order with their confidence (0..1)."""
+        probs = self.classifier.probabilities(self.classifier.preprocess.batch([image]))[0]
+        return [{"label": label, "confidence": float(p)} for label, p in zip(self.classifier.labels, probs)]
