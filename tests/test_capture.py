@@ -3,6 +3,9 @@ the HTTP API, the training runner and the command line."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import subprocess
 import sys
 import threading
 import urllib.error
@@ -131,7 +134,7 @@ def test_warning_for_a_class_with_far_fewer_images(tmp_path):
     for i in range(12):
         ds.save(frame(i), "train", "cat")
     ds.save(frame(), "train", "dog")
-    assert ds.warnings() == ["'dog' has 1 images, the biggest class 12: capture more of it"]
+    assert ds.warnings() == ["'dog' has 1 image, the biggest class 12: capture more of it"]
 
 
 def test_resolve_stays_inside_the_dataset(tmp_path):
@@ -176,6 +179,23 @@ def test_cli_errors_are_one_line(tmp_path, video, args, message):
 def test_cli_missing_input_is_one_line(tmp_path):
     result = run_cli("capture", tmp_path / "nope.mp4", "--dataset", tmp_path / "ds", "--port", "0")
     assert result.returncode == 1 and "no such file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_serves_the_page_until_ctrl_c(tmp_path, video):
+    process = subprocess.Popen([sys.executable, "-m", "imgclass", "capture", str(video), "--dataset", str(tmp_path),
+                                "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line + process.stderr.read()
+        with urllib.request.urlopen(url[0] + "api/state", timeout=10) as response:
+            assert json.loads(response.read())["source"]["name"] == str(video)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    finally:
+        process.kill()
+    assert process.returncode == 0, err
+    assert f"holds 0 images; train with: imgclass train {tmp_path}" in out
 
 
 def test_help_shows_defaults():
@@ -234,6 +254,11 @@ def test_api_capture_undo_and_refusals(server, tmp_path):
     assert status == 200 and state["counts"]["train"]["cup"] == 0
     assert not list((root / "train" / "cup").iterdir())
     assert "imgclass train" in state["train"]["command"] and state["train"]["state"] == "idle"
+
+
+def test_a_busy_port_is_one_clear_error(server):
+    with pytest.raises(ImgclassError, match="cannot listen on 127.0.0.1:.*pick another --port"):
+        CaptureServer(server.app, "127.0.0.1", server.server_address[1])
 
 
 def test_mjpeg_stream_sends_jpeg_parts(server):

@@ -97,6 +97,15 @@ def test_space_captures_from_a_video_input(tmp_path):
         expect(count(page, "can", "val")).to_have_text("3")
         assert len(list((root / "val" / "can").iterdir())) == 3
 
+        page.select_option("#burst", "10")  # holding Space: a burst at 10/s after the first shot
+        page.keyboard.down("Space")
+        page.wait_for_timeout(1400)
+        page.keyboard.up("Space")
+        page.wait_for_timeout(300)  # let the last request land
+        burst = len(list((root / "val" / "can").iterdir())) - 3
+        assert 4 <= burst <= 13  # 1 + about 10 ticks; ticks are dropped, never queued, when the server lags
+        expect(count(page, "can", "val")).to_have_text(str(3 + burst))
+
         page.fill("#new-class", "cup")  # typed class: becomes the selection, lands in labels.txt
         page.press("#new-class", "Enter")
         expect(page.locator('tr[data-label="cup"]')).to_have_class("selected")

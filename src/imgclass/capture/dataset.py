@@ -121,7 +121,11 @@ class Dataset:
 
     def _write_labels(self) -> None:
         text = "".join(f"{c}\n" for c in self.classes)
-        atomic_write(self.labels_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        try:
+            atomic_write(self.labels_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        except OSError as e:
+            raise ImgclassError(f"{self.labels_file}: cannot write ({e.strerror or e}); check the folder's "
+                                "permissions and free disk space") from None
 
     def add_class(self, name: str) -> str:
         """Validate ``name`` and add it (to labels.txt too) if new; returns the clean name."""
@@ -145,7 +149,7 @@ class Dataset:
         most = max(totals.values(), default=0)
         if most < minimum:
             return []
-        return [f"'{c}' has {n} images, the biggest class {most}: capture more of it"
+        return [f"'{c}' has {n} image{'' if n == 1 else 's'}, the biggest class {most}: capture more of it"
                 for c, n in totals.items() if n * ratio < most]
 
     def pick_set(self, name: str, label: str) -> str:
@@ -169,15 +173,19 @@ class Dataset:
             raise ImgclassError(f"JPEG quality {quality} is outside 1..100")
         label = self.add_class(label)
         if isinstance(image, (bytes, bytearray)):
-            check_jpeg(image)
+            decode_jpeg(image)  # refuse a truncated or non-JPEG upload before it lands in the dataset
         with self._lock:
             set_name = self.pick_set(set_name, label)
             folder = self.root / set_name / label
             path = self._unique_path(folder)
-            if isinstance(image, (bytes, bytearray)):
-                atomic_write(path, lambda tmp: Path(tmp).write_bytes(image))
-            else:
-                save_image(path, image, quality=int(quality))
+            try:
+                if isinstance(image, (bytes, bytearray)):
+                    atomic_write(path, lambda tmp: Path(tmp).write_bytes(image))
+                else:
+                    save_image(path, image, quality=int(quality))
+            except OSError as e:
+                raise ImgclassError(f"{path}: cannot write ({e.strerror or e}); check the folder's permissions "
+                                    "and free disk space") from None
             capture = Capture(set_name, label, path.name)
             self._history.append(capture)
         return capture
@@ -215,13 +223,13 @@ class Dataset:
         return path
 
 
-def check_jpeg(data: bytes) -> None:
-    """Raise unless ``data`` is a complete JPEG image (what the browser posts)."""
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """The HxWx3 RGB image of a complete JPEG (what the browser posts); anything else raises."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             if image.format != "JPEG":
                 raise ImgclassError(f"posted image is {image.format}, not JPEG")
-            image.load()
+            return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImgclassError(f"posted image is not a readable JPEG ({e})") from None
 

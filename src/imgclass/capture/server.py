@@ -18,7 +18,6 @@ Routes:
 """
 from __future__ import annotations
 
-import io
 import json
 import logging
 import mimetypes
@@ -29,11 +28,8 @@ from importlib import resources
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
-from PIL import Image
-
 from ..errors import ImgclassError
-from .dataset import AUTO, SETS, Dataset, check_jpeg
+from .dataset import AUTO, SETS, Dataset, decode_jpeg
 from .feed import LiveFeed
 from .trainer import Preview, TrainJob, shell_line, train_commands
 
@@ -92,8 +88,7 @@ class CaptureApp:
         if self.preview is None:
             raise ImgclassError("no trained model yet; press Train first")
         if body:
-            check_jpeg(body)
-            image = np.asarray(Image.open(io.BytesIO(body)).convert("RGB"))
+            image = decode_jpeg(body)
         elif self.feed is None or (image := self.feed.latest()) is None:
             raise ImgclassError("no frame to classify yet")
         return self.preview.scores(image)
@@ -202,6 +197,10 @@ class Handler(BaseHTTPRequestHandler):
             app.dataset.add_class(_json_field(body, "name"))
             self._json(app.state())
 
+        def undo(q, body):
+            app.dataset.undo()
+            self._json(app.state())
+
         def train(q, body):
             app.job.start()
             self._json(app.state())
@@ -210,7 +209,7 @@ class Handler(BaseHTTPRequestHandler):
             "/api/class": add_class,
             "/api/capture": lambda q, b: self._json(app.capture(q.get("set", AUTO), q.get("class", ""),
                                                                 _int(q.get("quality", "95"), "quality"), b)),
-            "/api/undo": lambda q, b: (app.dataset.undo(), self._json(app.state())),
+            "/api/undo": undo,
             "/api/train": train,
             "/api/predict": lambda q, b: self._json(app.predict(b)),
         })

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..capture import CaptureApp, Dataset, LiveFeed, extract_frames, serve
 from ..capture.dataset import AUTO, SETS
 from ..errors import ImgclassError
@@ -92,16 +94,21 @@ def run(args) -> int:
         pass  # Ctrl-C is how the page is closed, not an error
     counts = dataset.counts()
     total = sum(n for per_set in counts.values() for n in per_set.values())
-    print(f"imgclass capture: {dataset.root} holds {total} images; train with: {app.state()['train']['command']}")
+    print(f"imgclass capture: {dataset.root} holds {plural(total, 'image')}; train with: {app.state()['train']['command']}")
     return 0
 
 
 def run_extract(args, dataset: Dataset) -> int:
     if args.input == BROWSER:
         raise ImgclassError("--class extracts frames of a video file; give its path as INPUT")
-    saved = extract_frames(args.input, dataset, args.label, every=args.every, fps=args.fps, set_name=args.set,
-                           quality=args.quality, max_frames=args.max_frames)
+    with tqdm(desc="extracting", unit="frame", file=sys.stderr, disable=None, leave=False) as bar:
+        saved = extract_frames(args.input, dataset, args.label, every=args.every, fps=args.fps, set_name=args.set,
+                               quality=args.quality, max_frames=args.max_frames, progress=lambda _: bar.update())
     folders = sorted({f"{dataset.root / c.set / c.label}" for c in saved})
-    print(f"imgclass capture: saved {len(saved)} frames of {args.input} to {', '.join(folders) or '(none)'}",
+    print(f"imgclass capture: saved {plural(len(saved), 'frame')} of {args.input} to {', '.join(folders) or '(none)'}",
           file=sys.stderr)
     return 0
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
