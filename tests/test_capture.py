@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -270,12 +271,19 @@ def test_mjpeg_stream_sends_jpeg_parts(server):
 
 # --- the training runner ---------------------------------------------------------------------
 def test_train_job_streams_progress_and_reports_failure():
-    script = "import sys; print('epoch 1'); sys.stdout.write('50%\\r100%\\r'); sys.stdout.flush(); print('bye')"
+    script = ("import sys, time\nprint('epoch 1', flush=True)\nsys.stderr.write('50%\\r'); sys.stderr.flush()\n"
+              "time.sleep(1)\nsys.stderr.write('\\x1b[A100%\\r'); sys.stderr.flush()\nprint('\\nbye')\n"
+              "print(sys.stderr.isatty())")
     job = TrainJob([[sys.executable, "-c", script]])
     job.start()
+    deadline = time.monotonic() + 20
+    while job.status()["progress"] != "50%" and time.monotonic() < deadline:  # shown while it runs
+        time.sleep(0.05)
+    assert job.status()["progress"] == "50%"
     job.wait(30)
     status = job.status()
-    assert status["state"] == "done" and status["lines"][1:] == ["epoch 1", "bye"]
+    assert status["state"] == "done" and status["lines"][1:3] == ["epoch 1", "bye"]
+    assert status["lines"][3] == str(sys.platform != "win32")  # a terminal: tqdm bars show
     job = TrainJob([[sys.executable, "-c", "print('oops'); raise SystemExit(3)"], ["never", "run"]])
     job.start()
     job.wait(30)

@@ -2,6 +2,8 @@
 keep their output for the page, and load the exported model for a live preview."""
 from __future__ import annotations
 
+import io
+import os
 import re
 import shlex
 import subprocess
@@ -14,6 +16,7 @@ import numpy as np
 from ..errors import ImgclassError
 
 MAX_LINES = 200  # the page shows the tail; a long run must not grow memory without bound
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # cursor moves of nested progress bars, colours
 
 
 def train_commands(dataset: str | Path, model_dir: str | Path) -> list[list[str]]:
@@ -68,8 +71,9 @@ class TrainJob:
             for command in self.commands:
                 self._add(f"$ {shlex.join(command)}")
                 argv = [sys.executable, "-m", "imgclass", *command[1:]] if command[0] == "imgclass" else command
-                self._proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=0)
-                self._pump(self._proc.stdout)
+                self._proc, output = spawn(argv)
+                with output:
+                    self._pump(output)
                 if (rc := self._proc.wait()) != 0:
                     raise ImgclassError(f"`{shlex.join(command)}` failed (exit {rc}); see its output above")
             if self.on_success is not None:
@@ -79,19 +83,24 @@ class TrainJob:
             self.error, self.state = str(e), "failed"
 
     def _pump(self, stream) -> None:
-        """Split output on newlines (kept) and carriage returns (progress bar updates)."""
-        pending = b""
-        while chunk := stream.read(4096):  # unbuffered pipe: returns as soon as anything arrives
-            pending += chunk
-            *parts, pending = re.split(rb"(\r\n|\r|\n)", pending)  # text, separator, text, ..., rest
+        """Keep finished lines; show the unfinished one (a progress bar redrawing itself after ``\\r``)."""
+        pending, overwritten = b"", ""
+        while chunk := _read(stream):
+            pending += _ANSI.sub(b"", chunk)
+            hold = pending.endswith(b"\r")  # maybe half of a \r\n: wait for the next byte
+            *parts, pending = re.split(rb"(\r\n|\r|\n)", pending[:-1] if hold else pending)  # text, sep, ..., rest
+            pending += b"\r" if hold else b""
             for text, sep in zip(parts[0::2], parts[1::2]):
                 line = text.decode("utf-8", "replace").rstrip()
                 if sep == b"\r":
-                    self.progress = line
-                elif line:
-                    self._add(line)
+                    overwritten = line or overwritten
+                else:
+                    if line:
+                        self._add(line)
+                    overwritten = ""
+            self.progress = pending.decode("utf-8", "replace").strip() or overwritten
         if pending.strip():
-            self._add(pending.decode("utf-8", "replace").rstrip())
+            self._add(pending.decode("utf-8", "replace").strip())
 
     def _add(self, line: str) -> None:
         with self._lock:
@@ -110,6 +119,34 @@ class TrainJob:
     def status(self) -> dict:
         with self._lock:
             return {"state": self.state, "lines": list(self.lines), "progress": self.progress, "error": self.error}
+
+
+def spawn(argv: list[str]) -> tuple[subprocess.Popen, io.RawIOBase]:
+    """Start ``argv`` with stdout and stderr on one stream to read.
+
+    A pseudo-terminal where the OS has one: progress bars (tqdm) hide themselves when writing to a
+    pipe, and the page wants to show them. A plain pipe elsewhere (Windows).
+    """
+    try:
+        import pty
+        parent, child = pty.openpty()
+    except (ImportError, OSError):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                bufsize=0)
+        return proc, proc.stdout
+    try:
+        proc = subprocess.Popen(argv, stdout=child, stderr=child, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(child)
+    return proc, os.fdopen(parent, "rb", buffering=0)
+
+
+def _read(stream) -> bytes:
+    """What the child wrote so far (blocks until something comes); b"" once it has exited."""
+    try:
+        return stream.read(4096)
+    except OSError:  # a pseudo-terminal whose other end closed (EIO on Linux)
+        return b""
 
 
 class Preview:
