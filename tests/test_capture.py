@@ -60,6 +60,15 @@ def test_malicious_class_names_are_refused_and_nothing_is_written(tmp_path, name
     assert files_under(tmp_path) == set()
 
 
+def test_a_class_folder_linked_outside_is_refused(tmp_path):
+    (tmp_path / "ds" / "train").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "ds" / "train" / "cat").symlink_to(tmp_path / "outside")
+    with pytest.raises(ImgclassError, match="leads outside the dataset folder"):
+        Dataset(tmp_path / "ds").save(frame(), "train", "cat")
+    assert not any((tmp_path / "outside").iterdir())
+
+
 def test_bad_set_is_refused(tmp_path):
     with pytest.raises(ImgclassError, match="not one of train, val, test, auto"):
         Dataset(tmp_path).save(frame(), "../x", "cat")

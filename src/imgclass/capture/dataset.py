@@ -100,27 +100,22 @@ class Dataset:
         self._lock = threading.Lock()
         self._history: list[Capture] = []  # this session's captures, newest last: what undo removes
         self._sequence: dict[str, int] = {}  # per-second counter behind unique names
-        names = read_labels(labels)[0] if labels else []
-        if self.labels_file.exists():
-            names = read_labels(self.labels_file)[0] + names
+        on_disk = read_labels(self.labels_file)[0] if self.labels_file.exists() else []
+        names = on_disk + (read_labels(labels)[0] if labels else [])
         names += sorted({p.name for s in SETS for p in (self.root / s).glob("*") if p.is_dir()})
         self.classes: list[str] = []
-        for name in names:
-            name = validate_class_name(name)
+        for name in map(validate_class_name, names):
             if name not in self.classes:
                 self.classes.append(name)
-        if self.classes and self._read_labels_file() != self.classes:
-            self._write_labels()
+        if self.classes != on_disk:
+            self._write_labels(self.classes)
 
     @property
     def labels_file(self) -> Path:
         return self.root / "labels.txt"
 
-    def _read_labels_file(self) -> list[str]:
-        return read_labels(self.labels_file)[0] if self.labels_file.exists() else []
-
-    def _write_labels(self) -> None:
-        text = "".join(f"{c}\n" for c in self.classes)
+    def _write_labels(self, classes: list[str]) -> None:
+        text = "".join(f"{c}\n" for c in classes)
         try:
             atomic_write(self.labels_file, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
         except OSError as e:
@@ -132,8 +127,8 @@ class Dataset:
         name = validate_class_name(name)
         with self._lock:
             if name not in self.classes:
+                self._write_labels(self.classes + [name])  # the list changes only once the file has
                 self.classes.append(name)
-                self._write_labels()
         return name
 
     def counts(self) -> dict[str, dict[str, int]]:
@@ -142,6 +137,10 @@ class Dataset:
         Read from disk each time, so files added or removed by other means are counted too.
         """
         return {s: {c: _count_images(self.root / s / c) for c in self.classes} for s in SETS}
+
+    def total(self) -> int:
+        """Images in the dataset, all sets and classes."""
+        return sum(n for per_set in self.counts().values() for n in per_set.values())
 
     def warnings(self, ratio: float = 3.0, minimum: int = 10) -> list[str]:
         """Classes with far fewer images (all sets) than the biggest one: a lopsided dataset trains badly."""
@@ -177,6 +176,8 @@ class Dataset:
         with self._lock:
             set_name = self.pick_set(set_name, label)
             folder = self.root / set_name / label
+            if folder.exists() and not folder.resolve().is_relative_to(self.root):  # a symlink planted in DIR
+                raise ImgclassError(f"{folder}: leads outside the dataset folder; remove that link")
             path = self._unique_path(folder)
             try:
                 if isinstance(image, (bytes, bytearray)):

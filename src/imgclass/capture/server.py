@@ -21,7 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import socket
 import threading
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -29,6 +31,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ImgclassError
+from ..media.options import SourceOptions
+from ..media.sources import open_source
 from .dataset import AUTO, SETS, Dataset, decode_jpeg
 from .feed import LiveFeed
 from .trainer import Preview, TrainJob, shell_line, train_commands
@@ -55,6 +59,25 @@ class CaptureApp:
         self.commands = train or train_commands(dataset.root, self.model_dir)
         self.job = TrainJob(self.commands, on_success=self._load_preview)
         self.preview: Preview | None = None
+
+    @classmethod
+    def from_input(cls, uri: str | None, dataset: Dataset, options: SourceOptions | None = None,
+                   model_dir: str | Path | None = None) -> "CaptureApp":
+        """The app for an input URI (camera, video file, stream), or None for the browser's camera only.
+
+        A video file plays on repeat at its own speed, like a camera; ``model_dir`` defaults to
+        ``models/<dataset folder name>`` (jetson's tutorial layout).
+
+        Example:
+            >>> app = CaptureApp.from_input("/dev/video0", Dataset("data/mugs"))  # doctest: +SKIP
+            >>> app.state()["train"]["command"]  # doctest: +SKIP
+            'imgclass train /home/me/data/mugs --model-dir models/mugs && imgclass export --model-dir models/mugs'
+        """
+        feed = None
+        if uri is not None:
+            source = open_source(uri, replace(options or SourceOptions(), loop=-1))
+            feed = LiveFeed(source, realtime=not source.is_live)
+        return cls(dataset, feed, source_name=str(uri or ""), model_dir=model_dir or Path("models") / dataset.root.name)
 
     def _load_preview(self) -> None:
         self.preview = Preview(self.model_dir / "model.onnx")
@@ -124,6 +147,8 @@ class CaptureServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        if host in ("0.0.0.0", "::"):  # listening everywhere: name this machine, not "any address"
+            host = socket.gethostname()
         return f"http://{host}:{port}/"
 
     def shutdown(self) -> None:
@@ -262,7 +287,11 @@ def serve(app: CaptureApp, host: str = "127.0.0.1", port: int = 0, ready=print) 
     Args:
         ready: called with the server once it listens (the CLI prints the URL).
     """
-    server = CaptureServer(app, host, port)
+    try:
+        server = CaptureServer(app, host, port)
+    except ImgclassError:
+        app.close()
+        raise
     try:
         ready(server)
         server.serve_forever(poll_interval=0.2)

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
-from ..capture import CaptureApp, Dataset, LiveFeed, extract_frames, serve
+from ..capture import CaptureApp, Dataset, extract_frames, serve
 from ..capture.dataset import AUTO, SETS
 from ..errors import ImgclassError
 from ..media.options import FLIPS, INPUT_CODECS, SourceOptions
-from ..media.sources import open_source
 
 BROWSER = "browser"
 CAPTURE_PORT = 8090  # not the live view's 8080: both may run at once
@@ -74,13 +72,8 @@ def run(args) -> int:
     if args.every or args.fps:
         raise ImgclassError("--every/--fps extract frames into one class: add --class NAME")
     options = SourceOptions(width=args.input_width, height=args.input_height, flip=args.input_flip,
-                            codec=args.input_codec, loop=-1)  # a clip plays on repeat, like a camera
-    feed = None
-    if args.input != BROWSER:
-        source = open_source(args.input, options)
-        feed = LiveFeed(source, realtime=not source.is_live)
-    model_dir = args.model_dir or str(Path("models") / dataset.root.name)
-    app = CaptureApp(dataset, feed, source_name=args.input, model_dir=model_dir)
+                            codec=args.input_codec)
+    app = CaptureApp.from_input(None if args.input == BROWSER else args.input, dataset, options, args.model_dir)
 
     def ready(server) -> None:
         print(f"imgclass capture: open {server.url} in a browser; saving to {dataset.root} (Ctrl-C to stop)", flush=True)
@@ -92,9 +85,8 @@ def run(args) -> int:
         serve(app, args.host, args.port, ready=ready)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how the page is closed, not an error
-    counts = dataset.counts()
-    total = sum(n for per_set in counts.values() for n in per_set.values())
-    print(f"imgclass capture: {dataset.root} holds {plural(total, 'image')}; train with: {app.state()['train']['command']}")
+    print(f"imgclass capture: {dataset.root} holds {plural(dataset.total(), 'image')}; "
+          f"train with: {app.state()['train']['command']}")
     return 0
 
 
