@@ -1,25 +1,33 @@
-"""``imgclass classify`` (and jetson's ``imagenet``): classify images, folders and globs."""
+"""``imgclass classify`` (and jetson's ``imagenet``): classify images, folders and globs, and
+videos, cameras and streams frame by frame."""
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
+from pathlib import Path
 
 from tqdm import tqdm
 
 from ..api import Classifier
 from ..errors import ImgclassError
 from ..media.images import ImageSink, list_images
+from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
 from ..overlay import draw_overlay, overlay_lines
 
 
 def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
     p.add_argument("input", metavar="INPUT" if not jetson else "input_URI",
-                   help="image file, directory (natural order) or quoted glob like 'photos/*.jpg'")
+                   help="image file, directory (natural order) or quoted glob like 'photos/*.jpg'; or a video file, "
+                        "camera (/dev/video0, 0), rtsp://, rtp://@:PORT or http(s):// stream")
     p.add_argument("output", nargs="?", default=None, metavar="OUTPUT" if not jetson else "output_URI",
-                   help="where annotated images go: a file, a pattern like out_%%i.jpg, or a directory (default: none)")
+                   help="where annotated frames go: an image file, a pattern like out_%%i.jpg, a directory, a video "
+                        "file (.mp4 .mkv .avi .mov .webm), rtp://HOST:PORT, rtsp://@:8554/out, or display://0 "
+                        "(a window, or a web page without a display); default: none (a window for video where "
+                        "there is a display)")
     p.add_argument("--network", default=DEFAULT_NETWORK, help="registry network (see `imgclass models`)")
     p.add_argument("--model", default=None, help="your own ONNX model instead of --network (labels from its metadata)")
     p.add_argument("--labels", default=None, help="labels file, one class per line (overrides the model's)")
@@ -34,7 +42,9 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    p.add_argument("--headless", action="store_true", help="never open a window (jetson flag; still images never do)")
+    p.add_argument("--headless", "--no-display", action="store_true",
+                   help="never open a window (jetson flag; display://0 becomes the web page)")
+    add_media_arguments(p)
 
 
 def add_parser(sub) -> None:
@@ -62,6 +72,8 @@ def format_line(prefix: str, predictions) -> str:
 
 
 def run(args) -> int:
+    if is_media_run(args.input, args.output):
+        return run_frames(args)
     paths = list_images(args.input)
     sink = ImageSink(args.output) if args.output else None
     if sink is not None and sink.single_file and len(paths) > 1:
@@ -90,3 +102,54 @@ def run(args) -> int:
               f"({len(paths) / seconds:.1f} img/s) with {net.network_name}"
               + (f"; {failed} skipped (listed above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def is_media_run(source: str, output: str | None) -> bool:
+    """Frame by frame through the pipeline unless it is still images in and image files (or nothing) out."""
+    from ..media.sinks import VIDEO_SUFFIXES
+    from ..media.sources import is_still_images
+
+    streams_out = output is not None and ("://" in output or Path(output).suffix.lower() in VIDEO_SUFFIXES)
+    return streams_out or not is_still_images(source)
+
+
+def run_frames(args) -> int:
+    """Videos, cameras and streams: the pipeline, one line (or JSON object) per frame."""
+    from ..media.liveview import has_display
+    from ..media.sinks import open_sink
+    from ..media.sources import open_source
+    from ..pipeline import run_pipeline, status_text
+
+    logging.basicConfig(format="imgclass: %(message)s")  # reconnects, skipped packets, live view address
+    output = args.output
+    if output is None and has_display() and not args.headless:
+        output = "display://0"  # jetson shows video in a window when there is a screen
+    with open_source(args.input, source_options(args)) as source, \
+            open_sink(output, sink_options(args), frame_rate=source.rate) as sink:
+        net = Classifier(args.network, model=args.model, labels=args.labels, input_blob=args.input_blob,
+                         output_blob=args.output_blob, weights=args.weights, resize=args.resize, threads=args.threads)
+        bar = tqdm(total=args.max_frames or source.frame_count or None, unit="frame", disable=None, file=sys.stderr, leave=False)
+
+        def on_result(r) -> None:
+            f = r.frame
+            if args.json:
+                line = json.dumps({"input": f.name, "frame": f.index, "timestamp": f.timestamp,
+                                   "predictions": [p._asdict() for p in r.predictions]})
+            else:
+                line = format_line(args.prefix or f"{f.name} frame {f.index}", r.predictions)
+            print(line, flush=True) if bar.disable else bar.write(line, file=sys.stdout)
+            bar.update()
+
+        stats = run_pipeline(net, source, sink, topk=args.topk, threshold=args.threshold, smoothing=args.smoothing,
+                             batch_size=args.batch_size, max_frames=args.max_frames, on_result=on_result,
+                             on_status=lambda st: bar.set_postfix_str(status_text(net, st), refresh=False))
+        bar.close()
+    where = f"; written to {sink.description}" if sink.description else ""
+    dropped = f"; the input dropped {stats.reconnects} time(s) and was reconnected" if stats.reconnects else ""
+    print(f"imgclass: {stats.frames} frames in {stats.seconds:.1f} s: {stats.fps:.1f} FPS end to end, network "
+          f"{stats.model_fps:.1f} FPS ({net.network_name}){where}{dropped}", file=sys.stderr)
+    if stats.interrupted:
+        print(f"imgclass: stopped by Ctrl-C" + (f"; {sink.description} is complete" if sink.description else ""),
+              file=sys.stderr)
+        return 130
+    return 0

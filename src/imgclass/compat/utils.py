@@ -10,8 +10,10 @@ from PIL import Image, ImageDraw
 
 from ..media.images import load_image, save_image
 from ..overlay import _font
+from .video import videoOutput, videoSource
 
-__all__ = ["cudaImage", "loadImage", "saveImage", "cudaFont", "cudaToNumpy", "cudaFromNumpy", "cudaDeviceSynchronize"]
+__all__ = ["cudaImage", "loadImage", "saveImage", "cudaFont", "cudaToNumpy", "cudaFromNumpy", "cudaDeviceSynchronize",
+           "videoSource", "videoOutput"]
 
 
 class cudaImage(np.ndarray):

@@ -5,7 +5,9 @@ import glob as globlib
 import os
 import re
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -89,17 +91,30 @@ def load_image(path: str | Path) -> np.ndarray:
 
 def atomic_write(path: str | Path, write) -> Path:
     """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
+    with atomic_output(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+@contextmanager
+def atomic_output(path: str | Path) -> Iterator[str]:
+    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block ends
+    normally, deleted when it raises. For outputs written over time (a video), unlike atomic_write.
+
+    Example:
+        >>> with atomic_output("out.mp4") as tmp:  # doctest: +SKIP
+        ...     write_video(tmp)
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
     try:
-        write(tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
 
 
 def save_image(path: str | Path, image: np.ndarray | Image.Image, quality: int = 95) -> Path:
