@@ -239,8 +239,10 @@ def server(tmp_path):
     thread.join(5)
 
 
-def call(server, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(server.url + path.lstrip("/"), data=body, method=method)
+def call(server, method: str, path: str, body: bytes | None = None,
+         headers: dict | None = None) -> tuple[int, dict]:
+    headers = {"X-Imgclass": "1"} if headers is None else headers
+    request = urllib.request.Request(server.url + path.lstrip("/"), data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -264,6 +266,16 @@ def test_api_capture_undo_and_refusals(server, tmp_path):
     assert status == 200 and state["counts"]["train"]["cup"] == 0
     assert not list((root / "train" / "cup").iterdir())
     assert "imgclass train" in state["train"]["command"] and state["train"]["state"] == "idle"
+
+
+def test_requests_other_sites_could_forge_are_refused(server, tmp_path):
+    status, state = call(server, "POST", "/api/capture?set=train&class=cup", b"", headers={})
+    assert status == 403 and "X-Imgclass" in state["error"]
+    status, state = call(server, "GET", "/api/state", headers={"Host": f"evil.example:{server.server_address[1]}"})
+    assert status == 403 and "evil.example" in state["error"]
+    status, state = call(server, "GET", "/api/state", headers={"Host": f"localhost:{server.server_address[1]}"})
+    assert status == 200
+    assert not (tmp_path / "ds" / "train").exists()
 
 
 def test_a_busy_port_is_one_clear_error(server):

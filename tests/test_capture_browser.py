@@ -67,6 +67,39 @@ def video_app(tmp_path: Path, labels: Path | None = None, **kwargs) -> CaptureAp
                       model_dir=tmp_path / "model", **kwargs)
 
 
+# A stand-in for `imgclass train` + `imgclass export`: prints tqdm-like progress, writes a tiny
+# ONNX classifier with imgclass's metadata, so the page's train -> preview hand-off runs for real.
+FAKE_TRAIN = r"""
+import json, sys, time
+import onnx
+from onnx import TensorProto, helper
+from imgclass.preprocess import Preprocess
+for pct in (0, 50, 100):
+    sys.stdout.write(f"\repoch 1: {pct}%"); sys.stdout.flush(); time.sleep(0.05)
+print("\nval accuracy 100%")
+weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1, -1, 0, 0, -1, 1])
+graph = helper.make_graph(
+    [helper.make_node("GlobalAveragePool", ["input_0"], ["pooled"]),
+     helper.make_node("Flatten", ["pooled"], ["flat"]),
+     helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+     helper.make_node("Softmax", ["logits"], ["output_0"], axis=1)],
+    "tiny", [helper.make_tensor_value_info("input_0", TensorProto.FLOAT, ["N", 3, 32, 32])],
+    [helper.make_tensor_value_info("output_0", TensorProto.FLOAT, ["N", 2])], [weights])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+model.ir_version = 8
+path, labels_key, preprocess_key = sys.argv[1:]
+helper.set_model_props(model, {labels_key: json.dumps(["bottle", "can"]), preprocess_key: Preprocess(size=32).to_json()})
+onnx.save(model, path)
+"""
+
+
+def fake_train(tmp_path: Path) -> list[list[str]]:
+    """The train commands for CaptureApp: FAKE_TRAIN writing tmp_path/model/model.onnx."""
+    from imgclass.runtime.onnx import META_LABELS, META_PREPROCESS
+    (tmp_path / "model").mkdir(exist_ok=True)
+    return [[sys.executable, "-c", FAKE_TRAIN, str(tmp_path / "model" / "model.onnx"), META_LABELS, META_PREPROCESS]]
+
+
 def test_space_captures_from_a_video_input(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("bottle\ncan\n")
@@ -121,9 +154,9 @@ def test_space_captures_from_a_video_input(tmp_path):
         expect(page.locator("#train-command")).to_contain_text(f"imgclass train {root} --model-dir")
 
 
-def test_browser_camera_frames_are_posted_and_saved(tmp_path):
+def test_browser_camera_frames_are_saved_and_previewed(tmp_path):
     root = tmp_path / "ds"
-    app = CaptureApp(Dataset(root), None, model_dir=tmp_path / "model")  # no server input: browser only
+    app = CaptureApp(Dataset(root), None, model_dir=tmp_path / "model", train=fake_train(tmp_path))  # browser only
     with serving(app) as server, browser(tmp_path, FAKE_CAMERA) as page:
         page.goto(server.url)
         page.wait_for_function("document.getElementById('webcam').videoWidth > 0")
@@ -143,39 +176,13 @@ def test_browser_camera_frames_are_posted_and_saved(tmp_path):
                 assert im.format == "JPEG" and list(im.size) == size
                 im.load()
 
-
-# A stand-in for `imgclass train` + `imgclass export`: prints tqdm-like progress, writes a tiny
-# ONNX classifier with imgclass's metadata, so the page's train -> preview hand-off runs for real.
-FAKE_TRAIN = r"""
-import json, sys, time
-import onnx
-from onnx import TensorProto, helper
-from imgclass.preprocess import Preprocess
-for pct in (0, 50, 100):
-    sys.stdout.write(f"\repoch 1: {pct}%"); sys.stdout.flush(); time.sleep(0.05)
-print("\nval accuracy 100%")
-weights = helper.make_tensor("w", TensorProto.FLOAT, [3, 2], [1, -1, 0, 0, -1, 1])
-graph = helper.make_graph(
-    [helper.make_node("GlobalAveragePool", ["input_0"], ["pooled"]),
-     helper.make_node("Flatten", ["pooled"], ["flat"]),
-     helper.make_node("MatMul", ["flat", "w"], ["logits"]),
-     helper.make_node("Softmax", ["logits"], ["output_0"], axis=1)],
-    "tiny", [helper.make_tensor_value_info("input_0", TensorProto.FLOAT, ["N", 3, 32, 32])],
-    [helper.make_tensor_value_info("output_0", TensorProto.FLOAT, ["N", 2])], [weights])
-model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-model.ir_version = 8
-helper.set_model_props(model, {"imgclass.labels": json.dumps(["bottle", "can"]),
-                               "imgclass.preprocess": Preprocess(size=32).to_json()})
-onnx.save(model, sys.argv[1])
-"""
+        page.click("#train")  # the preview classifies the browser's frames, posted to the server
+        expect(page.locator("#predictions .prediction")).to_have_count(2)
+        expect(page.locator("#predictions .prediction.best")).to_have_count(1)
 
 
 def test_train_button_shows_progress_then_live_predictions(tmp_path):
-    from imgclass.runtime.onnx import META_LABELS, META_PREPROCESS
-    script = FAKE_TRAIN.replace("imgclass.labels", META_LABELS).replace("imgclass.preprocess", META_PREPROCESS)
-    (tmp_path / "model").mkdir()
-    command = [[sys.executable, "-c", script, str(tmp_path / "model" / "model.onnx")]]
-    with serving(video_app(tmp_path, train=command)) as server, browser(tmp_path) as page:
+    with serving(video_app(tmp_path, train=fake_train(tmp_path))) as server, browser(tmp_path) as page:
         page.goto(server.url)
         page.click("#train")
         expect(page.locator("#train-log")).to_contain_text("val accuracy 100%")

@@ -18,6 +18,7 @@ Routes:
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import mimetypes
@@ -41,6 +42,7 @@ log = logging.getLogger("imgclass.capture")
 MAX_BODY = 32 * 1024 * 1024  # a posted camera frame is well under this
 STATIC = resources.files("imgclass.capture").joinpath("static")
 BOUNDARY = "imgclass-frame"
+API_HEADER = "X-Imgclass"  # every POST carries it (see Handler._refusal)
 
 
 class CaptureApp:
@@ -190,6 +192,9 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         route = routes.get(url.path)
         try:
+            if refusal := self._refusal():
+                self._json({"error": refusal}, HTTPStatus.FORBIDDEN)
+                return
             body = self._body() if self.command == "POST" else b""
             if route is None:
                 self._json({"error": f"{url.path}: not found"}, HTTPStatus.NOT_FOUND)
@@ -202,6 +207,22 @@ class Handler(BaseHTTPRequestHandler):
         except Exception as e:  # noqa: BLE001 - the page shows one line; the log keeps the traceback
             log.exception("capture server error")
             self._json({"error": f"internal error: {e}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+
+    def _refusal(self) -> str | None:
+        """Why this request must not be served, if it must not: other web sites stay out.
+
+        A page on any site can send "simple" requests to 127.0.0.1; a custom header on every POST
+        forces the browser to ask first (a CORS preflight this server never grants), and a Host
+        check on a loopback server defeats DNS rebinding (evil.example resolving to 127.0.0.1).
+        """
+        if self.command == "POST" and self.headers.get(API_HEADER) != "1":
+            return f"POST requests need the header '{API_HEADER}: 1'"
+        host = self.server.server_address[0]
+        if ipaddress.ip_address(host).is_loopback:
+            name = urlsplit(f"//{self.headers.get('Host', '')}").hostname or ""
+            if name not in ("localhost", "127.0.0.1", "::1") and not name.endswith(".localhost"):
+                return f"host '{name}' is not this machine's loopback address; open {self.server.url}"
+        return None
 
     def do_GET(self) -> None:
         app = self.server.app

@@ -8,7 +8,7 @@ const ui = {set: "auto", label: null, mode: "server", state: null, queue: Promis
             burstTimer: null, holdTimer: null, stream: null, previewing: false};
 
 async function api(method, path, body, type) {
-  const opts = {method, headers: {}};
+  const opts = {method, headers: {"X-Imgclass": "1"}};   // the server refuses POSTs without it (other sites can't add it)
   if (body !== undefined) { opts.body = body; opts.headers["Content-Type"] = type || "application/json"; }
   const res = await fetch(path, opts);
   const data = await res.json();
