@@ -59,7 +59,12 @@ def validate_class_name(name: str) -> str:
 
 
 def validate_set(name: str) -> str:
-    """``train``, ``val``, ``test`` or ``auto``, else a clear error."""
+    """``train``, ``val``, ``test`` or ``auto``, else a clear error.
+
+    Example:
+        >>> validate_set("val")
+        'val'
+    """
     if name not in (*SETS, AUTO):
         raise ImgclassError(f"set {name!r} is not one of train, val, test, auto")
     return name

@@ -29,6 +29,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ImgclassError
@@ -302,11 +303,16 @@ def _int(text: str, what: str) -> int:
         raise ImgclassError(f"{what} {text!r} is not a whole number") from None
 
 
-def serve(app: CaptureApp, host: str = "127.0.0.1", port: int = 0, ready=print) -> None:
+def serve(app: CaptureApp, host: str = "127.0.0.1", port: int = 0,
+          ready: Callable[[CaptureServer], None] | None = None) -> None:
     """Serve ``app`` until Ctrl-C (or ``server.shutdown()`` from another thread), then clean up.
 
     Args:
-        ready: called with the server once it listens (the CLI prints the URL).
+        ready: called with the server once it listens; by default its URL is printed.
+
+    Example:
+        >>> serve(CaptureApp.from_input("0", Dataset("data/mugs")), port=8090)  # doctest: +SKIP
+        open http://127.0.0.1:8090/
     """
     try:
         server = CaptureServer(app, host, port)
@@ -314,7 +320,7 @@ def serve(app: CaptureApp, host: str = "127.0.0.1", port: int = 0, ready=print) 
         app.close()
         raise
     try:
-        ready(server)
+        (ready or (lambda s: print(f"open {s.url}", flush=True)))(server)
         server.serve_forever(poll_interval=0.2)
     finally:
         server.stopping.set()
