@@ -254,5 +254,6 @@ window.addEventListener("load", async () => {
   render(state);
   const wanted = new URLSearchParams(location.search).get("source");
   await useSource(wanted === "browser" || !state.source.server ? "browser" : "server");
+  if (!state.classes.length) $("new-class").focus();   // nothing to capture into yet: name a class first
   setTimeout(poll, 2000);
 });
