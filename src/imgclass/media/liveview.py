@@ -6,6 +6,7 @@ Pages of the web view: ``/`` (the page), ``/stream.mjpg`` (multipart JPEG stream
 """
 from __future__ import annotations
 
+import gc
 import html
 import logging
 import os
@@ -181,6 +182,7 @@ class WindowSink(Sink):
         try:
             import tkinter
             from PIL import Image, ImageTk
+            tkinter.NoDefaultRoot()  # no module-level root: the main thread must never own a Tk object
             root = tkinter.Tk()
         except Exception as e:  # ImportError (no Tk) or TclError (no usable display)
             self._error = str(e).strip() or type(e).__name__
@@ -200,7 +202,7 @@ class WindowSink(Sink):
                 return
             if isinstance(item, tuple):
                 image, status = item
-                photo = ImageTk.PhotoImage(Image.fromarray(image))
+                photo = ImageTk.PhotoImage(Image.fromarray(image), master=root)
                 label.configure(image=photo)
                 label.image = photo  # Tk keeps no reference of its own
                 if status:
@@ -216,6 +218,10 @@ class WindowSink(Sink):
         self._opened.set()
         root.mainloop()
         self.is_streaming = False
+        # Tk objects must die in the thread that made them, or Tcl aborts the process at exit
+        label.image = None
+        label = root = None
+        gc.collect()
 
     def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
         if not self.is_streaming:

@@ -110,6 +110,7 @@ class RTSPSink(Sink):
             self._appsrc = None
 
     def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
+        self.encoder.pace(timestamp)  # in real time, watched or not
         with self._lock:
             appsrc, keyframe, self._new_viewer = self._appsrc, self._new_viewer, False
         if appsrc is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from contextlib import ExitStack
 from dataclasses import replace
 from fractions import Fraction
@@ -136,6 +137,7 @@ class Encoder:
         self.time_base = RTP_CLOCK if live else 1 / rate
         self.size: tuple[int, int] | None = None
         self._last_pts, self._count = -1, 0
+        self._clock_start: float | None = None
 
     def configure(self, ctx: av.VideoCodecContext, width: int, height: int) -> None:
         """Set up a codec context for frames of this size (called once, on the first frame)."""
@@ -165,6 +167,19 @@ class Encoder:
         elif self.codec in ("mpeg4", "mjpeg"):
             ctx.bit_rate = 4_000_000  # their FFmpeg default (200 kb/s) looks like mud
         ctx.options = options
+
+    def pace(self, timestamp: float | None) -> None:
+        """For streams, wait until the frame is due: a file played to RTP/RTSP goes out in real time,
+        not as fast as it decodes (a live input is already in real time: no wait)."""
+        if not self.live:
+            return
+        t = self._count / self.rate if timestamp is None or self.options.rate else timestamp
+        now = time.monotonic()
+        if self._clock_start is None:
+            self._clock_start = now - t
+        delay = self._clock_start + t - now
+        if delay > 0:
+            time.sleep(delay)
 
     def frame(self, image: np.ndarray, timestamp: float | None) -> av.VideoFrame:
         """An encoder-ready frame with its pts; timestamps are used unless --output-rate fixes the rate."""
@@ -210,6 +225,7 @@ class AVSink(Sink):
     def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
         if self._container is None:
             self._start(image.shape[1], image.shape[0])
+        self.encoder.pace(timestamp)
         self._mux(self._stream.encode(self.encoder.frame(image, timestamp)))
 
     def _mux(self, packets) -> None:
