@@ -134,9 +134,9 @@ def test_space_captures_from_a_video_input(tmp_path):
         page.keyboard.down("Space")
         page.wait_for_timeout(1400)
         page.keyboard.up("Space")
-        page.wait_for_timeout(300)  # let the last request land
+        page.wait_for_function("ui.pending === 0")  # the last request has landed
         burst = len(list((root / "val" / "can").iterdir())) - 3
-        assert 4 <= burst <= 13  # 1 + about 10 ticks; ticks are dropped, never queued, when the server lags
+        assert 3 <= burst <= 13  # 1 + up to about 10 ticks; a tick is dropped, never queued, while the server lags
         expect(count(page, "can", "val")).to_have_text(str(3 + burst))
 
         page.fill("#new-class", "cup")  # typed class: becomes the selection, lands in labels.txt
