@@ -58,8 +58,8 @@ class Smoother:
 
     Example:
         >>> s = Smoother(2)  # over 2 frames: factor 0.5
-        >>> s(np.array([1.0, 0.0])), s(np.array([0.0, 1.0]))
-        (array([1., 0.]), array([0.5, 0.5]))
+        >>> s(np.array([1.0, 0.0])).tolist(), s(np.array([0.0, 1.0])).tolist()
+        ([1.0, 0.0], [0.5, 0.5])
     """
 
     def __init__(self, factor: float):
@@ -210,7 +210,7 @@ def run_pipeline(net: Classifier, source: Source, sink: Sink, *, topk: int = 1, 
     Example:
         >>> with open_source("in.mp4") as src, open_sink("out.mp4", frame_rate=src.rate) as out:  # doctest: +SKIP
         ...     stats = run_pipeline(Classifier(), src, out)
-        >>> print(f"{stats.fps:.1f} FPS end to end, network {stats.model_fps:.1f} FPS")
+        >>> print(f"{stats.fps:.1f} FPS end to end, network {stats.model_fps:.1f} FPS")  # doctest: +SKIP
     """
     stats = Stats()
     start = last_status = time.perf_counter()

@@ -3,7 +3,7 @@ unchanged on files, cameras and streams.
 
 Example:
     >>> input, output = videoSource("clip.mp4"), videoOutput("out.mp4")  # doctest: +SKIP
-    >>> while True:
+    >>> while True:  # doctest: +SKIP
     ...     img = input.Capture()
     ...     if img is None:          # timeout: no frame yet
     ...         continue

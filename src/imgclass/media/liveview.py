@@ -54,7 +54,7 @@ class LiveView(Sink):
 
     Example:
         >>> view = LiveView(port=0)  # doctest: +SKIP
-        >>> view.write(frame); print(view.url)
+        >>> view.write(frame); print(view.url)  # doctest: +SKIP
         http://127.0.0.1:40123/
     """
 

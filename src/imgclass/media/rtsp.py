@@ -58,9 +58,9 @@ def rtsp_address(url: str) -> tuple[str, int, str]:
 class RTSPSink(Sink):
     """Serve frames at ``rtsp://ADDRESS:PORT/PATH`` to any number of viewers (H.264 or H.265).
 
-    Example:
+    Example (viewers then play rtsp://127.0.0.1:8554/out):
         >>> sink = RTSPSink("rtsp://@:8554/out", SinkOptions(), Fraction(30))  # doctest: +SKIP
-        >>> sink.write(frame)  # viewers: ffplay rtsp://127.0.0.1:8554/out
+        >>> sink.write(frame)  # doctest: +SKIP
     """
 
     def __init__(self, url: str, options: SinkOptions, rate: Fraction):
