@@ -291,6 +291,20 @@ def test_mjpeg_stream_sends_jpeg_parts(server):
 
 
 # --- the training runner ---------------------------------------------------------------------
+@pytest.mark.skipif(sys.platform == "win32", reason="no pseudo-terminal there: progress bars hide on a pipe")
+def test_train_job_shows_tqdm_bars():
+    script = ("import sys, time\nfrom tqdm import tqdm\n"
+              "for i in tqdm(range(3), desc='caching', disable=None, leave=False, file=sys.stderr): time.sleep(0.5)")
+    job = TrainJob([[sys.executable, "-c", script]])
+    job.start()
+    deadline, seen = time.monotonic() + 20, set()
+    while job.state != "done" and time.monotonic() < deadline:
+        seen.add(job.status()["progress"])
+        time.sleep(0.02)
+    job.wait(30)
+    assert job.state == "done" and any(p.startswith("caching:") and "%|" in p for p in seen), seen
+
+
 def test_train_job_streams_progress_and_reports_failure():
     script = ("import sys, time\nprint('epoch 1', flush=True)\nsys.stderr.write('50%\\r'); sys.stderr.flush()\n"
               "time.sleep(1)\nsys.stderr.write('\\x1b[A100%\\r'); sys.stderr.flush()\nprint('\\nbye')\n"

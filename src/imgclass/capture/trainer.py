@@ -16,6 +16,7 @@ import numpy as np
 from ..errors import ImgclassError
 
 MAX_LINES = 200  # the page shows the tail; a long run must not grow memory without bound
+TERMINAL_ROWS, TERMINAL_COLUMNS = 40, 100  # the progress bars' "terminal": about the log box's width
 _ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # cursor moves of nested progress bars, colours
 
 
@@ -128,8 +129,13 @@ def spawn(argv: list[str]) -> tuple[subprocess.Popen, io.RawIOBase]:
     pipe, and the page wants to show them. A plain pipe elsewhere (Windows).
     """
     try:
+        import fcntl
         import pty
+        import struct
+        import termios
         parent, child = pty.openpty()
+        # a terminal of 0x0 makes tqdm hide every bar ("more hidden"): give it a size
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", TERMINAL_ROWS, TERMINAL_COLUMNS, 0, 0))
     except (ImportError, OSError):
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 bufsize=0)
