@@ -1,0 +1,174 @@
+"""Dataset folders: ``DIR/train/<class>/*``, ``DIR/val/<class>/*`` (or ``validation/``, ``valid/``),
+optional ``DIR/test/<class>/*`` and ``DIR/labels.txt``; or class folders only, split by file content.
+
+The split of a dataset without a val folder depends only on the files' bytes (sha256), never on
+their names, dates or the order the disk lists them, and it is written to ``split.json`` so a run
+(or its resume) sees exactly the same images.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ImgclassError
+from ..labels import read_labels
+from ..media.images import IMAGE_SUFFIXES, atomic_write, natural_key
+
+VAL_NAMES = ("val", "validation", "valid")
+SPLIT_FILE = "split.json"
+
+
+@dataclass
+class Dataset:
+    """Where a dataset's images are and which class each one belongs to.
+
+    Attributes:
+        root: the dataset folder.
+        classes: class names; a sample's label is an index into this list.
+        train, val, test: ``(path, label)`` pairs (``test`` may be empty).
+        split: how val was made: "folders" (a val folder) or "hash" (split by content).
+        skipped: files that are not images (by suffix), as ``(path, reason)``.
+        warnings: non-fatal findings about the layout (e.g. a folder missing from labels.txt).
+
+    Example:
+        >>> ds = find_dataset("data/hymenoptera")  # doctest: +SKIP
+        >>> ds.classes, len(ds.train), len(ds.val)
+        (['ants', 'bees'], 244, 153)
+    """
+
+    root: Path
+    classes: list[str]
+    train: list[tuple[Path, int]]
+    val: list[tuple[Path, int]]
+    test: list[tuple[Path, int]] = field(default_factory=list)
+    split: str = "folders"
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def find_dataset(root: str | Path, val_split: float = 0.2, split_file: str | Path | None = None) -> Dataset:
+    """Read a dataset folder's layout (no image is decoded here).
+
+    Args:
+        root: the dataset folder.
+        val_split: fraction of each class held out for validation when there is no val folder.
+        split_file: a ``split.json`` written by an earlier run; when it exists its split is reused.
+
+    Raises:
+        ImgclassError: no such folder, no class folders, labels.txt naming a missing folder, a bad split file.
+    """
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise ImgclassError(f"{root}: dataset folder not found; give a folder holding train/<class>/ (or <class>/) folders")
+    if not 0 < val_split < 1:
+        raise ImgclassError(f"--val-split {val_split}: must be between 0 and 1 (e.g. 0.2 holds out 20%)")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    val_dir = next((root / n for n in VAL_NAMES if (root / n).is_dir()), None)
+    ds = Dataset(root=root, classes=[], train=[], val=[])
+    ds.classes = _class_names(root, train_dir, ds.warnings)
+    ds.train = _samples(train_dir, ds.classes, ds.skipped)
+    if val_dir is not None:
+        ds.val = _samples(val_dir, ds.classes, ds.skipped, required=False)
+    if (root / "test").is_dir():
+        ds.test = _samples(root / "test", ds.classes, ds.skipped, required=False)
+    if val_dir is None:
+        ds.split = "hash"
+        saved = Path(split_file) if split_file is not None else None
+        if saved is not None and saved.is_file():
+            ds.train, ds.val = read_split(saved, root, ds.classes)
+        else:
+            ds.train, ds.val = hash_split(ds.train, val_split)
+    return ds
+
+
+def _class_names(root: Path, train_dir: Path, warnings: list[str]) -> list[str]:
+    """Class names: labels.txt's order when present (every label needs a folder), else sorted folder names."""
+    folders = sorted((p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                      and not (train_dir == root and p.name in (*VAL_NAMES, "test"))), key=natural_key)
+    if (root / "labels.txt").is_file():
+        classes, _ = read_labels(root / "labels.txt")
+        missing = [c for c in classes if c not in folders]
+        if missing:
+            raise ImgclassError(f"{root / 'labels.txt'}: label(s) {', '.join(missing)} have no folder in {train_dir}; "
+                                "create the folders or fix labels.txt")
+        if len(set(classes)) != len(classes):
+            raise ImgclassError(f"{root / 'labels.txt'}: a label is listed twice; list each class once")
+        extra = [f for f in folders if f not in classes]
+        if extra:
+            warnings.append(f"folder(s) {', '.join(extra)} in {train_dir} are not in labels.txt and are ignored")
+        return classes
+    if len(folders) < 2:
+        raise ImgclassError(f"{train_dir}: found {len(folders)} class folder(s); a classifier needs at least 2 "
+                            "(lay the dataset out as train/<class>/*.jpg)")
+    return folders
+
+
+def _samples(split_dir: Path, classes: list[str], skipped: list, required: bool = True) -> list[tuple[Path, int]]:
+    """``(path, label)`` for every image file in ``split_dir/<class>/``; other files go to ``skipped``."""
+    out = []
+    for label, name in enumerate(classes):
+        folder = split_dir / name
+        if not folder.is_dir():
+            if required:
+                raise ImgclassError(f"{folder}: class folder missing; create it or drop '{name}' from labels.txt")
+            continue
+        for path in sorted(folder.iterdir(), key=natural_key):
+            if path.name.startswith(".") or path.is_dir():
+                continue
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                out.append((path, label))
+            else:
+                skipped.append((path, f"not an image file ({path.suffix or 'no suffix'})"))
+    return out
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (the key of the split and of the duplicate check)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def hash_split(samples: list[tuple[Path, int]], val_split: float) -> tuple[list, list]:
+    """Split each class by file content: files sorted by sha256, the first ``val_split`` of them go to val.
+
+    Stratified (every class with 2+ images keeps one in each part) and independent of file names,
+    so renaming or re-copying a dataset gives the same split.
+
+    Example:
+        >>> train, val = hash_split(samples, 0.2)  # doctest: +SKIP
+    """
+    by_class: dict[int, list[tuple[str, Path]]] = {}
+    for path, label in samples:
+        by_class.setdefault(label, []).append((file_digest(path), path))
+    train, val = [], []
+    for label, items in sorted(by_class.items()):
+        items.sort()
+        n_val = min(len(items) - 1, max(1, round(len(items) * val_split))) if len(items) > 1 else 0
+        val += [(p, label) for _, p in items[:n_val]]
+        train += [(p, label) for _, p in items[n_val:]]
+    return sorted(train, key=lambda s: (s[1], natural_key(s[0]))), sorted(val, key=lambda s: (s[1], natural_key(s[0])))
+
+
+def write_split(path: str | Path, ds: Dataset, val_split: float) -> Path:
+    """Write the train/val file lists (relative to the dataset) so a later run reuses them. Atomic."""
+    doc = {"dataset": str(ds.root.resolve()), "val_split": val_split, "classes": ds.classes,
+           "train": [[str(p.relative_to(ds.root)), l] for p, l in ds.train],
+           "val": [[str(p.relative_to(ds.root)), l] for p, l in ds.val]}
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc, indent=1)))
+
+
+def read_split(path: Path, root: Path, classes: list[str]) -> tuple[list, list]:
+    """The split an earlier run wrote; its classes must be the dataset's."""
+    try:
+        doc = json.loads(path.read_text())
+        if doc["classes"] != classes:
+            raise ImgclassError(f"{path}: written for classes {doc['classes']}, but the dataset has {classes}; "
+                                "delete it to split again, or use a new --model-dir")
+        parts = [[(root / p, int(l)) for p, l in doc[k]] for k in ("train", "val")]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ImgclassError(f"{path}: unreadable split file ({e}); delete it to split the dataset again") from None
+    gone = [p for part in parts for p, _ in part if not p.is_file()]
+    if gone:
+        raise ImgclassError(f"{path}: {len(gone)} listed file(s) are gone (e.g. {gone[0]}); delete it to split again")
+    return parts[0], parts[1]
