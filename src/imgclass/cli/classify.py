@@ -41,6 +41,8 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
                         "resize (default: the model's own setting)")
     p.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: a CUDA GPU when there is one, else the CPU")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--headless", "--no-display", action="store_true",
                    help="never open a window (jetson flag; display://0 becomes the web page)")
@@ -64,6 +66,12 @@ def jetson_parser() -> argparse.ArgumentParser:
     return p
 
 
+def classifier_from_args(args) -> Classifier:
+    return Classifier(args.network, model=args.model, labels=args.labels, input_blob=args.input_blob,
+                      output_blob=args.output_blob, weights=args.weights, resize=args.resize, threads=args.threads,
+                      device=args.device)
+
+
 def format_line(prefix: str, predictions) -> str:
     """jetson's console line: ``imagenet:  97.31% class #950 (orange)``, top-k joined with ``;``."""
     if not predictions:
@@ -79,8 +87,7 @@ def run(args) -> int:
     if sink is not None and sink.single_file and len(paths) > 1:
         raise ImgclassError(f"{args.output}: one output file for {len(paths)} input images; "
                             "give a directory or a pattern like out_%i.jpg")
-    net = Classifier(args.network, model=args.model, labels=args.labels, input_blob=args.input_blob,
-                     output_blob=args.output_blob, weights=args.weights, resize=args.resize, threads=args.threads)
+    net = classifier_from_args(args)
     start, failed = time.perf_counter(), 0
     results = net.classify_files(paths, args.topk, args.threshold, args.batch_size, keep_images=sink is not None)
     for path, preds, image in tqdm(results, total=len(paths), unit="img", disable=None if len(paths) > 20 else True,
@@ -126,8 +133,7 @@ def run_frames(args) -> int:
         output = "display://0"  # jetson shows video in a window when there is a screen
     with open_source(args.input, source_options(args)) as source, \
             open_sink(output, sink_options(args), frame_rate=source.rate) as sink:
-        net = Classifier(args.network, model=args.model, labels=args.labels, input_blob=args.input_blob,
-                         output_blob=args.output_blob, weights=args.weights, resize=args.resize, threads=args.threads)
+        net = classifier_from_args(args)
         bar = tqdm(total=args.max_frames or source.frame_count or None, unit="frame", disable=None, file=sys.stderr, leave=False)
 
         def on_result(r) -> None:

@@ -12,7 +12,7 @@ from ..media.images import load_image, save_image
 from ..overlay import _font
 from .video import videoOutput, videoSource
 
-__all__ = ["cudaImage", "loadImage", "saveImage", "cudaFont", "cudaToNumpy", "cudaFromNumpy", "cudaDeviceSynchronize",
+__all__ = ["Log", "cudaImage", "loadImage", "saveImage", "cudaFont", "cudaToNumpy", "cudaFromNumpy", "cudaDeviceSynchronize",
            "videoSource", "videoOutput"]
 
 
@@ -34,6 +34,14 @@ class cudaImage(np.ndarray):
     @property
     def format(self) -> str:
         return {1: "gray8", 3: "rgb8", 4: "rgba8"}.get(self.channels, "rgb8")
+
+
+class Log:
+    """jetson_utils.Log: the tutorial scripts call ``Log.Usage()`` in their --help text."""
+
+    @staticmethod
+    def Usage() -> str:
+        return "logging arguments: --log-level=LEVEL (accepted for compatibility; imgclass logs warnings and errors)"
 
 
 def cudaFromNumpy(array: np.ndarray) -> cudaImage:

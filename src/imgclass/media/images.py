@@ -14,6 +14,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImgclassError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 
 
@@ -109,6 +111,7 @@ def atomic_output(path: str | Path) -> Iterator[str]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the user's file gets the usual mode
     try:
         yield tmp
         os.replace(tmp, path)
