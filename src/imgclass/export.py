@@ -28,15 +28,16 @@ class WithSoftmax(nn.Module):
 
 
 def export_onnx(model: nn.Module, path: str | Path, preprocess: Preprocess, labels: Sequence[str],
-                synsets: Sequence[str] | None = None, network: str = "") -> Path:
-    """Write ``model`` (logits out) as an ONNX file with softmax, dynamic batch and metadata. Atomic.
+                synsets: Sequence[str] | None = None, network: str = "", softmax: bool = True) -> Path:
+    """Write ``model`` (logits out) as an ONNX file with softmax (unless ``softmax=False``: logits
+    out, as jetson's ``--no-softmax``), dynamic batch and metadata. Atomic.
 
     Example:
         >>> export_onnx(net, "runs/cats/model.onnx", Preprocess(size=224), ["cat", "dog"])  # doctest: +SKIP
     """
     import onnx
 
-    wrapped = WithSoftmax(model).eval()
+    wrapped = (WithSoftmax(model) if softmax else model).eval()
     example = torch.zeros(2, 3, preprocess.size, preprocess.size)
     batch = torch.export.Dim("batch", min=1, max=4096)
 

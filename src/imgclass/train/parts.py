@@ -1,0 +1,81 @@
+"""Split a classifier into a frozen trunk (run once, its outputs cached), a trainable tail
+(cached activations -> pooled features) and the linear head, so each stage on a CPU costs
+seconds: the trunk is 90% of the compute and never needs to run twice."""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import ImgclassError
+
+
+class Parts(NamedTuple):
+    """``model(x) == head(tail(trunk(x)))`` (in eval mode)."""
+
+    trunk: nn.Module
+    tail: nn.Module
+    head: nn.Linear
+
+
+class _TimmFeatures(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+class _TimmPreLogits(nn.Module):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(x, pre_logits=True)
+
+
+class _WithoutFc(nn.Module):
+    """A torchvision network up to its pooled features (its ``fc`` skipped)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fc, self.model.fc = self.model.fc, nn.Identity()
+        try:
+            return self.model(x)
+        finally:
+            self.model.fc = fc
+
+
+def split_model(model: nn.Module) -> Parts:
+    """The parts of ``model``, sharing its modules (training the parts trains the model).
+
+    timm EfficientNets (the lite family): the trunk ends before the last block stage; the tail is
+    that stage, ``conv_head`` and pooling, small enough to fine-tune on cached activations.
+    Other timm networks and torchvision networks with an ``fc`` head: the tail only pools.
+
+    Example:
+        >>> trunk, tail, head = split_model(model)  # doctest: +SKIP
+    """
+    if all(hasattr(model, a) for a in ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool", "classifier")):
+        trunk = nn.Sequential(model.conv_stem, model.bn1, model.blocks[:-1])
+        tail = nn.Sequential(model.blocks[-1], model.conv_head, model.bn2, model.global_pool, nn.Flatten(1))
+        return Parts(trunk, tail, model.classifier)
+    if hasattr(model, "forward_head") and isinstance(model.get_classifier(), nn.Linear):
+        return Parts(_TimmFeatures(model), _TimmPreLogits(model), model.get_classifier())
+    if isinstance(getattr(model, "fc", None), nn.Linear):
+        return Parts(_WithoutFc(model), nn.Identity(), model.fc)
+    raise ImgclassError(f"training does not support {type(model).__name__}'s head; use a timm network "
+                        "(efficientnet-lite0/1/2, timm:NAME) or a torchvision network with an fc layer (resnet-18)")
+
+
+def trainable_tail_parameters(parts: Parts) -> list[nn.Parameter]:
+    """The tail's own parameters (empty when the tail only pools or wraps the whole model)."""
+    if isinstance(parts.tail, (_TimmPreLogits, nn.Identity)):
+        return []
+    return list(parts.tail.parameters())
