@@ -1,9 +1,7 @@
 """Export a trained run to ONNX, classify and evaluate with it."""
 import json
-import shutil
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
@@ -11,7 +9,7 @@ import torch
 from imgclass.errors import ImgclassError
 from imgclass.runtime.onnx import META_LABELS, META_PREPROCESS
 from imgclass.train import TrainConfig, train
-from imgclass.train.export import check_agreement, export_run
+from imgclass.train.export import check_agreement
 from imgclass.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 from conftest import run_cli, run_python

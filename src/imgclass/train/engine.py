@@ -21,7 +21,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..api import resolve_device
-from ..data import SPLIT_FILE, Images, check_dataset, count_table, decode_images, find_dataset, write_split
+from ..data import SPLIT_FILE, check_dataset, count_table, decode_images, find_dataset, write_split
 from ..errors import ImgclassError
 from ..media.images import atomic_write
 from ..models import DEFAULT_NETWORK, get_spec
@@ -311,7 +310,6 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
             log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs (best: epoch {best_epoch})")
             break
         t0 = time.perf_counter()
-        parts.tail.requires_grad_(True)
         tr_loss, tr_acc, step = train_one_epoch(parts, optimizer, views, y_train, cfg, epoch, step, total_steps, warmup)
         va_loss, va_acc, _ = evaluate(parts, val_acts, y_val)
         finish_epoch({"epoch": epoch, "stage": "finetune", "train_loss": tr_loss, "train_acc": tr_acc,
