@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 import imgclass
 from imgclass.errors import ImgclassError
 
-from conftest import run_cli, run_python
+from conftest import DATA, run_cli, run_python
 
 
 def tiny_onnx(path, weights, input_name="input_0", output_name="output_0", batch="N", softmax=True):
@@ -93,3 +93,10 @@ def test_a_warm_run_does_not_import_torch(classifier):
     out = run_python("-c", code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+    # the whole command line too: its parser knows every verb without importing their libraries
+    code = ("import sys; from imgclass.cli import main; main(['classify', sys.argv[1]]); "
+            "print('torch' in sys.modules)")
+    out = run_python("-c", code, DATA / "images" / "orange_0.jpg")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].endswith("% class #950 (orange)") and lines[1:] == ["False"]

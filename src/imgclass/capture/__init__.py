@@ -1,9 +1,16 @@
 """Dataset collection: a local web page (live view, Space to capture, counts, undo, then train)
-and frame extraction from videos. ``imgclass capture`` is its command line."""
-from .dataset import Capture, Dataset, validate_class_name
-from .extract import extract_frames
-from .feed import LiveFeed
-from .server import CaptureApp, CaptureServer, serve
+and frame extraction from videos. ``imgclass capture`` is its command line.
 
-__all__ = ["Capture", "CaptureApp", "CaptureServer", "Dataset", "LiveFeed", "extract_frames", "serve",
-           "validate_class_name"]
+Names load on first use, so the command line's parser never imports the video stack.
+"""
+from importlib import import_module
+
+_LAZY = {"Capture": "dataset", "Dataset": "dataset", "validate_class_name": "dataset", "extract_frames": "extract",
+         "LiveFeed": "feed", "CaptureApp": "server", "CaptureServer": "server", "serve": "server"}
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

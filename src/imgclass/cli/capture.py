@@ -7,7 +7,7 @@ import sys
 
 from tqdm import tqdm
 
-from ..capture import CaptureApp, Dataset, extract_frames, serve
+from .. import capture
 from ..capture.dataset import AUTO, SETS
 from ..errors import ImgclassError
 from ..media.options import FLIPS, INPUT_CODECS, SourceOptions
@@ -66,14 +66,14 @@ def jetson_parser() -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
-    dataset = Dataset(args.dataset, args.labels)
+    dataset = capture.Dataset(args.dataset, args.labels)
     if args.label is not None:
         return run_extract(args, dataset)
     if args.every or args.fps:
         raise ImgclassError("--every/--fps extract frames into one class: add --class NAME")
     options = SourceOptions(width=args.input_width, height=args.input_height, flip=args.input_flip,
                             codec=args.input_codec)
-    app = CaptureApp.from_input(None if args.input == BROWSER else args.input, dataset, options, args.model_dir)
+    app = capture.CaptureApp.from_input(None if args.input == BROWSER else args.input, dataset, options, args.model_dir)
 
     def ready(server) -> None:
         print(f"imgclass capture: open {server.url} in a browser; saving to {dataset.root} (Ctrl-C to stop)", flush=True)
@@ -82,7 +82,7 @@ def run(args) -> int:
             print(f"  from another machine: ssh -L {port}:127.0.0.1:{port} <this host>, then open the same URL", flush=True)
 
     try:
-        serve(app, args.host, args.port, ready=ready)
+        capture.serve(app, args.host, args.port, ready=ready)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how the page is closed, not an error
     print(f"imgclass capture: {dataset.root} holds {plural(dataset.total(), 'image')}; "
@@ -94,7 +94,7 @@ def run_extract(args, dataset: Dataset) -> int:
     if args.input == BROWSER:
         raise ImgclassError("--class extracts frames of a video file; give its path as INPUT")
     with tqdm(desc="extracting", unit="frame", file=sys.stderr, disable=None, leave=False) as bar:
-        saved = extract_frames(args.input, dataset, args.label, every=args.every, fps=args.fps, set_name=args.set,
+        saved = capture.extract_frames(args.input, dataset, args.label, every=args.every, fps=args.fps, set_name=args.set,
                                quality=args.quality, max_frames=args.max_frames, progress=lambda _: bar.update())
     folders = sorted({f"{dataset.root / c.set / c.label}" for c in saved})
     print(f"imgclass capture: saved {plural(len(saved), 'frame')} of {args.input} to {', '.join(folders) or '(none)'}",

@@ -1,5 +1,16 @@
-"""Transfer learning: train a classifier on a dataset folder, checkpoints, reports, export, eval."""
-from .checkpoint import BEST, CHECKPOINT, load_checkpoint, model_from_checkpoint
-from .engine import TrainConfig, train
+"""Transfer learning: train a classifier on a dataset folder, checkpoints, reports, export, eval.
 
-__all__ = ["BEST", "CHECKPOINT", "TrainConfig", "load_checkpoint", "model_from_checkpoint", "train"]
+``TrainConfig`` and the file names import without torch; the rest loads on first use.
+"""
+from importlib import import_module
+
+from .config import BEST, CHECKPOINT, TrainConfig
+
+_LAZY = {"train": "engine", "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint"}
+__all__ = ["BEST", "CHECKPOINT", "TrainConfig", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

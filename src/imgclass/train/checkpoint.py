@@ -11,9 +11,8 @@ from ..errors import ImgclassError
 from ..media.images import atomic_write
 from ..models import get_spec
 from ..preprocess import Preprocess
+from .config import BEST, CHECKPOINT, FORMAT
 
-CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
-FORMAT = 1
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
