@@ -44,8 +44,10 @@ def main() -> None:
     decoded = timed("nvJPEG batched decode", len(paths),
                     lambda: [decode_jpeg(r, mode=ImageReadMode.RGB, device="cuda") for r in raw])
     with ThreadPoolExecutor(4) as pool:
-        timed("nvJPEG batched decode, 4 threads at once", len(paths),
-              lambda: list(pool.map(lambda r: decode_jpeg(r, mode=ImageReadMode.RGB, device="cuda"), raw)))
+        threaded = timed("nvJPEG batched decode, 4 threads at once", len(paths),
+                         lambda: list(pool.map(lambda r: decode_jpeg(r, mode=ImageReadMode.RGB, device="cuda"), raw)))
+    same = all(torch.equal(a, b) for x, y in zip(decoded, threaded) for a, b in zip(x, y))
+    print(f"threaded decode gives the same pixels: {same}")
     x = timed("GPU resize + crop (roi_align) + normalize", len(paths), lambda: [engine.preprocess_uint8(d) for d in decoded])
     timed("network (compiled, CUDA graph)", len(paths), lambda: [engine.run_tensor(b) for b in x])
     timed("all of it: engine.classify_files", len(paths), lambda: list(engine.classify_files(paths, args.batch)))
