@@ -206,7 +206,7 @@ def test_live_view_serves_page_frames_and_stream():
         assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (90, 160, 3)
         with urllib.request.urlopen(view.url + "stream.mjpg", timeout=10) as stream:
             assert stream.headers["Content-Type"].startswith("multipart/x-mixed-replace")
-            assert stream.read(64).startswith(b"--frame\r\nContent-Type: image/jpeg")
+            assert stream.read(64).startswith(b"--imgclass-frame\r\nContent-Type: image/jpeg")
         with open_source(view.url + "stream.mjpg", timeout=10) as src:  # imgclass reads its own live view
             assert next(iter(src)).image.shape == (90, 160, 3)
     finally:

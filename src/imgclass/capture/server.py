@@ -33,6 +33,7 @@ from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ImgclassError
+from ..media.liveview import serve_mjpeg
 from ..media.options import SourceOptions
 from ..media.sources import open_source
 from .dataset import AUTO, SETS, Dataset, decode_jpeg
@@ -42,7 +43,6 @@ from .trainer import Preview, TrainJob, shell_line, train_commands
 log = logging.getLogger("imgclass.capture")
 MAX_BODY = 32 * 1024 * 1024  # a posted camera frame is well under this
 STATIC = resources.files("imgclass.capture").joinpath("static")
-BOUNDARY = "imgclass-frame"
 API_HEADER = "X-Imgclass"  # every POST carries it (see Handler._refusal)
 
 
@@ -269,22 +269,9 @@ class Handler(BaseHTTPRequestHandler):
         feed = self.server.app.feed
         if feed is None:
             raise ImgclassError("this server has no input of its own; use the browser's camera")
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.close_connection = True
-        version = 0
-        while not (self.server.stopping.is_set() or feed.stopped or feed.error):
-            new, jpeg = feed.jpeg(after=version, timeout=1.0)
-            if jpeg is None or new == version:
-                continue
-            version = new
-            self.wfile.write(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n".encode()
-                             + jpeg + b"\r\n")
-            self.wfile.flush()
-
+        stopping = self.server.stopping
+        serve_mjpeg(self, lambda seq: feed.jpeg(after=seq, timeout=1.0),
+                    lambda: not (stopping.is_set() or feed.stopped or feed.error))
 
 def _json_field(body: bytes, key: str) -> str:
     try:

@@ -14,6 +14,7 @@ import queue
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -21,6 +22,37 @@ import numpy as np
 from ..errors import ImgclassError
 from .options import LIVEVIEW_PORT, SinkOptions
 from .sinks import Sink
+
+MJPEG_BOUNDARY = "imgclass-frame"
+
+
+def serve_mjpeg(handler: BaseHTTPRequestHandler, latest: Callable[[int], tuple[int, bytes | None]],
+                running: Callable[[], bool]) -> None:
+    """Answer a request with a multipart/x-mixed-replace JPEG stream until ``running()`` turns false
+    or the viewer leaves. ``latest(seq)`` waits a little for a frame newer than ``seq`` and returns
+    ``(its seq, its JPEG)``, or ``(seq, None)`` when none came.
+
+    Example:
+        >>> serve_mjpeg(self, lambda seq: feed.jpeg(after=seq, timeout=1.0), lambda: not stopped)  # doctest: +SKIP
+    """
+    handler.send_response(HTTPStatus.OK)
+    handler.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}")
+    handler.send_header("Cache-Control", "no-store")
+    handler.send_header("Connection", "close")
+    handler.end_headers()
+    handler.close_connection = True
+    seq = 0
+    try:
+        while running():
+            new, jpeg = latest(seq)
+            if jpeg is None or new == seq:
+                continue
+            seq = new
+            handler.wfile.write(f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
+                                .encode() + jpeg + b"\r\n")
+            handler.wfile.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the viewer left
 
 log = logging.getLogger("imgclass.media")
 
@@ -140,20 +172,7 @@ class LiveView(Sink):
                     self.send_error(HTTPStatus.NOT_FOUND)
 
             def _stream(self) -> None:
-                self.send_response(HTTPStatus.OK)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                seq = 0
-                try:
-                    while not view._closed:
-                        seq, jpeg = view._latest(seq, timeout=1.0)
-                        if jpeg is None:
-                            continue
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\n"
-                                         + f"Content-Length: {len(jpeg)}\r\n\r\n".encode() + jpeg + b"\r\n")
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the viewer left
+                serve_mjpeg(self, lambda seq: view._latest(seq, timeout=1.0), lambda: not view._closed)
 
         return Handler
 
