@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
+from . import jetson_argv
+from ..errors import ImgclassError
 from ..models import DEFAULT_NETWORK
 from ..train import BEST, TrainConfig
 
@@ -38,6 +41,10 @@ def add_parser(sub) -> None:
     p.add_argument("--val-split", type=float, default=d.val_split,
                    help="fraction of each class held out for val when the dataset has no val folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device, help="where to train")
+    p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="train in N processes on this machine, one per GPU (NCCL; on CPUs gloo), through torchrun; "
+                        "--batch-size stays the total per step, so the result matches one process "
+                        "(`torchrun -m imgclass train ...` works too, across machines)")
     p.set_defaults(func=run)
 
 
@@ -52,15 +59,43 @@ def run(args) -> int:
                                   val_split=args.val_split)
         print_result(result, "val")
         return 0
+    if args.nproc_per_node is not None:
+        from ..train.distributed import launch
+
+        if args.nproc_per_node < 1:
+            raise ImgclassError(f"--nproc-per-node {args.nproc_per_node}: give 1 or more processes")
+        launch(without_nproc(jetson_argv(sys.argv[1:])), args.nproc_per_node)
+        return 0
     from ..train import train
+    from ..train.distributed import env_rank
 
     cfg = TrainConfig(dataset=args.dataset, model_dir=model_dir, arch=args.arch, epochs=args.epochs,
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
                       workers=args.workers, resolution=args.resolution, pretrained=args.pretrained, seed=args.seed,
                       val_split=args.val_split, device=args.device, weights=args.weights)
     summary = train(cfg, resume=args.resume, start_epoch=args.start_epoch)
+    if env_rank() != 0:  # under torchrun rank 0 alone reports
+        return 0
     print(summary["table"])
     stages = ", ".join(f"{stage} {acc:.2f}%" for stage, acc in summary["stages"].items())
     print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}) "
           f"in {summary['seconds']:.0f} s; model in {model_dir}/{BEST}; next: imgclass export --model-dir {model_dir}")
     return 0
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line minus ``--nproc-per-node N`` (or ``=N``): what each launched process runs.
+
+    Example:
+        >>> without_nproc(["train", "data", "--nproc-per-node", "2", "--epochs=3", "--nproc-per-node=4"])
+        ['train', 'data', '--epochs=3']
+    """
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc-per-node":
+            skip = True
+        elif not arg.startswith("--nproc-per-node="):
+            out.append(arg)
+    return out

@@ -13,6 +13,10 @@ Every epoch writes checkpoint.pth.tar (and model_best.pth.tar when val accuracy 
 atomically. Each epoch's shuffling comes from a generator seeded by (seed, epoch), so a run
 resumed from any checkpoint replays exactly the epochs it lost.
 
+Under torchrun the same run is spread over processes (see ``distributed.py``): each caches the
+trunk's activations of its shard, and each global batch is split over the ranks, so N processes take
+the same steps as one (and a distributed run resumes on any number of processes).
+
 Example:
     >>> from imgclass.train import TrainConfig, train
     >>> summary = train(TrainConfig("data/hymenoptera", model_dir="runs/ants"))  # doctest: +SKIP
@@ -42,6 +46,8 @@ from ..preprocess import Preprocess
 from . import report
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import BEST, CHECKPOINT, FORMAT, TrainConfig
+from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
+                          quiet_unless_main, setup, shard, teardown)
 from .head import choose_l2, fit_head, head_prior
 from .parts import Parts, split_model, trainable_tail_parameters
 
@@ -116,23 +122,50 @@ def cache_activations(run_trunk, pixels: np.ndarray, preprocess: Preprocess, bat
     return torch.cat(out)
 
 
+def cache_shard(run_trunk, pixels: np.ndarray, preprocess: Preprocess, batch_size: int, world: World,
+                flip: bool = False, desc: str = "features") -> torch.Tensor:
+    """``cache_activations`` of all ``pixels``, each rank running the trunk on its shard only."""
+    local = cache_activations(run_trunk, pixels[shard(len(pixels), world)], preprocess, batch_size, world.device, flip, desc)
+    return gather_rows(local, len(pixels), world)
+
+
+def batches(n: int, batch_size: int) -> range:
+    """Batch starts over ``n`` items; one empty batch when ``n`` is 0 (a rank with an empty shard still
+    produces its (0, ...) share of outputs)."""
+    return range(0, max(n, 1), batch_size)
+
+
 @torch.no_grad()
-def evaluate(parts: Parts, acts: torch.Tensor, labels: torch.Tensor, batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
-    """(loss, accuracy %, logits) of tail + head over cached activations."""
+def tail_features(parts: Parts, acts: torch.Tensor, world: World, batch_size: int = 256) -> torch.Tensor:
+    """Pooled features (tail outputs) of all cached activations, each rank computing its shard."""
+    mine = acts[shard(len(acts), world)]
+    local = torch.cat([parts.tail(mine[i:i + batch_size]).float() for i in batches(len(mine), batch_size)])
+    return gather_rows(local, len(acts), world)
+
+
+@torch.no_grad()
+def evaluate(parts: Parts, acts: torch.Tensor, labels: torch.Tensor, world: World,
+             batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
+    """(loss, accuracy %, logits) of tail + head over all cached activations (each rank computing its shard)."""
     logits = []
-    for i in range(0, len(acts), batch_size):
+    mine = acts[shard(len(acts), world)]
+    for i in batches(len(mine), batch_size):
         with autocast(acts.device):
-            logits.append(parts.head(parts.tail(acts[i:i + batch_size])).float())
-    logits = torch.cat(logits)
+            logits.append(parts.head(parts.tail(mine[i:i + batch_size])).float())
+    logits = gather_rows(torch.cat(logits), len(acts), world)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item() * 100, logits
 
 
-def train_one_epoch(parts: Parts, optimizer: torch.optim.Optimizer, views: list[torch.Tensor], labels: torch.Tensor,
-                    cfg: TrainConfig, epoch: int, step: int, total_steps: int, warmup: int) -> tuple[float, float, int]:
+def train_one_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+                    labels: torch.Tensor, cfg: TrainConfig, epoch: int, step: int, total_steps: int, warmup: int,
+                    world: World) -> tuple[float, float, int]:
     """One pass over the training images, each seen in a random one of its cached views.
 
+    Every rank draws the same order; each global batch of ``cfg.batch_size`` is dealt out over the ranks
+    (DistributedSampler-style), and ``net`` (tail + head, DDP when distributed) averages their gradients.
+
     Returns:
-        (mean loss, accuracy %, the global step after this epoch).
+        (mean loss, accuracy %, the global step after this epoch), over all ranks.
     """
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # the epoch's order alone: resumable
     order = torch.randperm(len(labels), generator=gen)
@@ -142,24 +175,28 @@ def train_one_epoch(parts: Parts, optimizer: torch.optim.Optimizer, views: list[
     start = time.perf_counter()
     bar = tqdm(total=len(labels), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False, disable=None, file=sys.stderr)
     for i in range(0, len(order), cfg.batch_size):
-        idx = order[i:i + cfg.batch_size].to(labels.device)
+        batch = order[i:i + cfg.batch_size]
+        idx = batch[world.rank::world.size].to(labels.device)
         x, y = stacked[view[idx.cpu()].to(labels.device), idx], labels[idx]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
         with autocast(x.device):
-            logits = parts.head(parts.tail(x)).float()
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            logits = net(x).float()
+        summed = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
+        # DDP averages gradients over ranks: scaled so, the step follows the whole batch's mean loss.
+        loss = summed * (world.size / len(batch))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         step += 1
-        loss_sum += loss.item() * len(y)
+        loss_sum += summed.item()
         correct += (logits.argmax(1) == y).sum().item()
         seen += len(y)
-        bar.update(len(y))
+        bar.update(len(batch))
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen * 100:.1f}%",
-                        img_s=f"{seen / (time.perf_counter() - start):.0f}", refresh=False)
+                        img_s=f"{bar.n / (time.perf_counter() - start):.0f}", refresh=False)
     bar.close()
+    loss_sum, correct, seen = all_sum([loss_sum, correct, seen], world)
     return loss_sum / seen, correct / seen * 100, step
 
 
@@ -178,17 +215,31 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
     Returns:
         A summary: best val accuracy and epoch, each stage's accuracy, seconds, file paths.
 
+    Under torchrun (WORLD_SIZE > 1) every process calls this and gets the summary; rank 0 alone writes
+    files and prints.
+
     Raises:
         ImgclassError: bad dataset, network or checkpoint (one line, what to do).
     """
+    world = setup(resolve_device(cfg.device))
+    try:
+        with quiet_unless_main(world):
+            return _train(cfg, world, resume, start_epoch)
+    finally:
+        teardown(world)
+
+
+def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
+    """``train`` as one of ``world``'s processes."""
     started = time.perf_counter()
     state = load_checkpoint(resume) if resume is not None else None
     if state is not None:
         saved = {f.name: state["config"][f.name] for f in fields(TrainConfig) if f.name in state["config"]}
         cfg = replace(TrainConfig(**saved), **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
-    device = torch.device(resolve_device(cfg.device))
+    device = world.device
     model_dir = Path(cfg.model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        model_dir.mkdir(parents=True, exist_ok=True)
     spec = get_spec(cfg.arch)
     preprocess = replace(spec.preprocess, size=cfg.resolution) if cfg.resolution else spec.preprocess
 
@@ -201,8 +252,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
     for warning in check_dataset(ds.classes, train_images, val_images, ds.skipped + bad_train + bad_val) + ds.warnings:
         log(f"imgclass: warning: {warning}")
     log(count_table(ds.classes, train_images, val_images))
-    atomic_write(model_dir / "labels.txt", lambda tmp: Path(tmp).write_text("\n".join(ds.classes) + "\n"))
-    if ds.split == "hash" and not (model_dir / SPLIT_FILE).is_file():
+    if world.main:
+        atomic_write(model_dir / "labels.txt", lambda tmp: Path(tmp).write_text("\n".join(ds.classes) + "\n"))
+    if world.main and ds.split == "hash" and not (model_dir / SPLIT_FILE).is_file():
         write_split(model_dir / SPLIT_FILE, ds, cfg.val_split)
         log(f"imgclass: no val folder: split {1 - cfg.val_split:.0%}/{cfg.val_split:.0%} by file content, "
             f"written to {model_dir / SPLIT_FILE}")
@@ -214,13 +266,14 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
     parts = split_model(model)
 
     t0 = time.perf_counter()
-    run_trunk = trunk_runner(parts, spec, cfg, preprocess, device)
-    views = [cache_activations(run_trunk, train_images.pixels, preprocess, cfg.batch_size, device, flip, desc)
+    with main_first(world):  # the others load the trunk engine rank 0 exported and cached
+        run_trunk = trunk_runner(parts, spec, cfg, preprocess, device)
+    views = [cache_shard(run_trunk, train_images.pixels, preprocess, cfg.batch_size, world, flip, desc)
              for flip, desc in ((False, "features train"), (True, "features train (mirrored)"))]
-    val_acts = cache_activations(run_trunk, val_images.pixels, preprocess, cfg.batch_size, device, desc="features val")
+    val_acts = cache_shard(run_trunk, val_images.pixels, preprocess, cfg.batch_size, world, desc="features val")
     n_cached = 2 * len(train_images) + len(val_images)
     log(f"imgclass: cached trunk features of {n_cached} views in {time.perf_counter() - t0:.1f} s "
-        f"({n_cached / (time.perf_counter() - t0):.1f} img/s on {device.type})")
+        f"({n_cached / (time.perf_counter() - t0):.1f} img/s on {world.size} x {device.type})")
     y_train = torch.from_numpy(train_images.labels).to(device)
     y_val = torch.from_numpy(val_images.labels).to(device)
 
@@ -231,12 +284,17 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
     best_epoch = state["best_epoch"] if state is not None else -1
 
     def finish_epoch(row: dict, optimizer_state: dict, step: int) -> None:
-        """Record an epoch: model_best first, then the checkpoint (the commit point), then the CSV."""
+        """Record an epoch (every rank, for early stopping); rank 0 writes model_best first, then the
+        checkpoint (the commit point), then the CSV."""
         nonlocal best_acc, best_epoch
         history.append(row)
-        weights = _model_state(model)
-        if row["val_acc"] > best_acc:
+        improved = row["val_acc"] > best_acc
+        if improved:
             best_acc, best_epoch = row["val_acc"], row["epoch"]
+        if not world.main:
+            return
+        weights = _model_state(model)
+        if improved:
             save_checkpoint(model_dir / BEST, {**run, "epoch": row["epoch"], "state_dict": weights, "best_acc1": best_acc})
         save_checkpoint(model_dir / CHECKPOINT, {
             **run, "epoch": row["epoch"], "stage": row["stage"], "state_dict": weights, "best_acc1": best_acc,
@@ -248,14 +306,15 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
 
     if state is None:
         t0 = time.perf_counter()
-        l2, cv = fit_linear_head(parts, views, y_train, ds.classes, prior)
-        tr_loss, tr_acc, _ = evaluate(parts, views[0], y_train)
-        va_loss, va_acc, _ = evaluate(parts, val_acts, y_val)
+        l2, cv = fit_linear_head(parts, views, y_train, ds.classes, prior, world)
+        tr_loss, tr_acc, _ = evaluate(parts, views[0], y_train, world)
+        va_loss, va_acc, _ = evaluate(parts, val_acts, y_val, world)
         log(f"imgclass: head fit: L2 {l2:g} chosen by 3-fold CV on train (CV acc {cv[l2][1] * 100:.1f}%)")
         finish_epoch({"epoch": 0, "stage": "head", "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss,
                       "val_acc": va_acc, "lr": 0.0, "seconds": time.perf_counter() - t0}, {}, 0)
 
     tail_params = trainable_tail_parameters(parts)
+    net = data_parallel(torch.nn.Sequential(parts.tail, parts.head), tail_params + list(parts.head.parameters()), world)
     optimizer = torch.optim.AdamW([{"params": tail_params, "weight_decay": cfg.weight_decay},
                                    {"params": list(parts.head.parameters()), "weight_decay": 0.0}], lr=cfg.lr)
     step = 0
@@ -270,19 +329,21 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
             log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs (best: epoch {best_epoch})")
             break
         t0 = time.perf_counter()
-        tr_loss, tr_acc, step = train_one_epoch(parts, optimizer, views, y_train, cfg, epoch, step, total_steps, warmup)
-        va_loss, va_acc, _ = evaluate(parts, val_acts, y_val)
+        tr_loss, tr_acc, step = train_one_epoch(net, optimizer, views, y_train, cfg, epoch, step, total_steps, warmup, world)
+        va_loss, va_acc, _ = evaluate(parts, val_acts, y_val, world)
         finish_epoch({"epoch": epoch, "stage": "finetune", "train_loss": tr_loss, "train_acc": tr_acc,
                       "val_loss": va_loss, "val_acc": va_acc, "lr": optimizer.param_groups[0]["lr"],
                       "seconds": time.perf_counter() - t0}, optimizer.state_dict(), step)
 
     # The final report is about the best model, which is what export and eval use.
+    barrier(world)  # rank 0 has written it
     model.load_state_dict(load_checkpoint(model_dir / BEST)["state_dict"])
-    _, _, logits = evaluate(parts, val_acts, y_val)
+    _, _, logits = evaluate(parts, val_acts, y_val, world)
     matrix = report.confusion(val_images.labels, logits.argmax(1).cpu().numpy(), len(ds.classes))
-    report.plot_results(model_dir / "results.png", history)
-    report.plot_confusion(model_dir / "confusion_matrix.png", ds.classes, matrix,
-                          f"{ds.root.name} val, best epoch {best_epoch}: {best_acc:.2f}%")
+    if world.main:
+        report.plot_results(model_dir / "results.png", history)
+        report.plot_confusion(model_dir / "confusion_matrix.png", ds.classes, matrix,
+                              f"{ds.root.name} val, best epoch {best_epoch}: {best_acc:.2f}%")
     stages = {stage: max(r["val_acc"] for r in history if r["stage"] == stage) for stage in ("head", "finetune")
               if any(r["stage"] == stage for r in history)}
     summary = {"best_acc": best_acc, "best_epoch": best_epoch, "stages": stages, "classes": ds.classes,
@@ -292,11 +353,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
 
 
 def fit_linear_head(parts: Parts, views: list[torch.Tensor], y: torch.Tensor, classes: list[str],
-                    prior: tuple[torch.Tensor | None, torch.Tensor | None]) -> tuple[float, dict]:
-    """Fit ``parts.head`` on pooled features of all cached views; returns (chosen L2, CV scores)."""
-    with torch.no_grad():
-        feats = torch.cat([torch.cat([parts.tail(v[i:i + 256]).float() for i in range(0, len(v), 256)]) for v in views])
-    feats = feats.cpu()
+                    prior: tuple[torch.Tensor | None, torch.Tensor | None], world: World) -> tuple[float, dict]:
+    """Fit ``parts.head`` on pooled features of all cached views; returns (chosen L2, CV scores).
+
+    Every rank fits on the same gathered features; rank 0's head is then given to all.
+    """
+    feats = torch.cat([tail_features(parts, v, world) for v in views]).cpu()
     labels = y.cpu().repeat(len(views))
     w0, b0 = head_prior(classes, feats.shape[1], *prior)
     # Cross-validate on the unmirrored view only: half the cost, and no image on both sides of a fold.
@@ -305,6 +367,7 @@ def fit_linear_head(parts: Parts, views: list[torch.Tensor], y: torch.Tensor, cl
     with torch.no_grad():
         parts.head.weight.copy_(w)
         parts.head.bias.copy_(b)
+    broadcast_module(parts.head, world)
     return l2, cv
 
 
