@@ -73,7 +73,12 @@ def run(args) -> int:
                       batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, patience=args.patience,
                       workers=args.workers, resolution=args.resolution, pretrained=args.pretrained, seed=args.seed,
                       val_split=args.val_split, device=args.device, weights=args.weights)
-    summary = train(cfg, resume=args.resume, start_epoch=args.start_epoch)
+    try:
+        summary = train(cfg, resume=args.resume, start_epoch=args.start_epoch)
+    except ImgclassError:
+        if env_rank() != 0:  # every rank reads the same data and settings: rank 0 meets the same error and says it
+            return 1
+        raise
     if env_rank() != 0:  # under torchrun rank 0 alone reports
         return 0
     print(summary["table"])

@@ -12,6 +12,7 @@ A process outside torchrun is a world of one: every function here is then a no-o
 """
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import contextmanager, redirect_stderr
 from typing import Iterator, NamedTuple
@@ -163,10 +164,14 @@ def launch(argv: list[str], nproc: int) -> None:
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     # torchrun would give each process 1 thread (and warn); share the cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    # Its per-process failure lines would repeat what the processes and the error raised below say.
+    logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "imgclass", *argv])
     try:
         run(args)
     except ChildFailedError as e:
-        raise ImgclassError(f"{len(e.failures)} of {nproc} training processes failed (see their errors above)") from None
+        codes = ", ".join(f"rank {rank}: {failure.exitcode}" for rank, failure in sorted(e.failures.items()))
+        raise ImgclassError(f"{len(e.failures)} of {nproc} training processes failed (exit codes {codes}; "
+                            "see the errors above)") from None
     except SignalException as e:
         raise ImgclassError(f"training stopped by {e.sigval.name}; continue with --resume MODEL_DIR/checkpoint.pth.tar") from None
