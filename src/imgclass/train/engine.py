@@ -125,8 +125,10 @@ def cache_activations(run_trunk, pixels: np.ndarray, preprocess: Preprocess, bat
 def cache_shard(run_trunk, pixels: np.ndarray, preprocess: Preprocess, batch_size: int, world: World,
                 flip: bool = False, desc: str = "features") -> torch.Tensor:
     """``cache_activations`` of all ``pixels``, each rank running the trunk on its shard only."""
-    local = cache_activations(run_trunk, pixels[shard(len(pixels), world)], preprocess, batch_size, world.device, flip, desc)
-    return gather_rows(local, len(pixels), world)
+    mine = pixels[shard(len(pixels), world)]
+    # An empty shard (fewer images than processes) still gives its (0, ...) rows: run one image, keep none.
+    local = cache_activations(run_trunk, mine if len(mine) else pixels[:1], preprocess, batch_size, world.device, flip, desc)
+    return gather_rows(local[:len(mine)], len(pixels), world)
 
 
 def batches(n: int, batch_size: int) -> range:
