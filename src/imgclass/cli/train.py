@@ -13,7 +13,8 @@ from ..train import BEST, TrainConfig
 
 def add_parser(sub) -> None:
     d = TrainConfig(dataset="")
-    p = sub.add_parser("train", help="train a classifier on a dataset folder", allow_abbrev=False,  # --nproc-per-node is stripped by name before re-launching
+    # No abbreviated flags: --nproc-per-node is stripped by its full name before the re-launch.
+    p = sub.add_parser("train", help="train a classifier on a dataset folder", allow_abbrev=False,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                        description="Train a classifier on DATASET (train/<class>/ and val/<class>/ folders, or class "
                                    "folders only): a head fit on cached features of a pretrained network, then a short "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -70,7 +71,7 @@ class OnnxEngine:
         if not path.exists():
             if describe:
                 print(f"imgclass: {describe} (first run only; cached in {path.parent})", file=sys.stderr, flush=True)
-            tmp_onnx = path.with_name(f".{path.stem}.src-{id(self)}.onnx")
+            tmp_onnx = path.with_name(f".{path.stem}.src-{os.getpid()}-{id(self)}.onnx")  # unique across processes
             try:
                 source = build_onnx(tmp_onnx)
                 atomic_write(path, lambda tmp: _session(Path(source), threads, providers, optimized_to=tmp))
