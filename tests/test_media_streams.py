@@ -219,7 +219,7 @@ def test_live_view_serves_page_frames_and_stream():
 def test_live_view_port_in_use_is_one_clear_error():
     view = LiveView(port=0)
     try:
-        with pytest.raises(ImgclassError, match="pick another port with --port"):
+        with pytest.raises(ImgclassError, match="live view: cannot listen on .*pick another --port"):
             LiveView(port=int(view.url.rsplit(":", 1)[1].strip("/")))
     finally:
         view.close()

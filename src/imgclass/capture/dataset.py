@@ -25,6 +25,7 @@ VAL_SHARE = 5  # "auto" sends 1 capture in VAL_SHARE to val
 # Characters Windows refuses in file names: a dataset collected here must copy to any machine.
 _FORBIDDEN = set('/\\<>:"|?*')
 MAX_NAME = 100
+MAX_PIXELS = 40_000_000  # a posted frame (8K video is 33 MP); a bigger one is a decompression bomb
 
 
 def validate_class_name(name: str) -> str:
@@ -175,9 +176,9 @@ class Dataset:
         """
         if not 1 <= int(quality) <= 100:
             raise ImgclassError(f"JPEG quality {quality} is outside 1..100")
-        label = self.add_class(label)
         if isinstance(image, (bytes, bytearray)):
             decode_jpeg(image)  # refuse a truncated or non-JPEG upload before it lands in the dataset
+        label = self.add_class(label)
         with self._lock:
             set_name = self.pick_set(set_name, label)
             folder = self.root / set_name / label
@@ -223,10 +224,13 @@ class Dataset:
 
     def resolve(self, relpath: str) -> Path:
         """The file ``relpath`` names inside the dataset; refuses anything that leads outside it."""
-        path = (self.root / relpath).resolve()
-        if not path.is_relative_to(self.root) or not path.is_file():
-            raise ImgclassError(f"{relpath}: no such image in the dataset")
-        return path
+        try:
+            path = (self.root / relpath).resolve()
+            if path.is_relative_to(self.root) and path.is_file():
+                return path
+        except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+            pass
+        raise ImgclassError(f"{relpath if len(relpath) <= 60 else relpath[:57] + '...'}: no such image in the dataset")
 
 
 def decode_jpeg(data: bytes) -> np.ndarray:
@@ -235,7 +239,12 @@ def decode_jpeg(data: bytes) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             if image.format != "JPEG":
                 raise ImgclassError(f"posted image is {image.format}, not JPEG")
+            if image.width * image.height > MAX_PIXELS:
+                raise ImgclassError(f"posted image of {image.width}x{image.height} pixels is too large "
+                                    f"(at most {MAX_PIXELS:,})")
             return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError:  # Image.open refuses sizes far over the limit before we see them
+        raise ImgclassError(f"posted image is too large (at most {MAX_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ImgclassError(f"posted image is not a readable JPEG ({e})") from None
 

@@ -18,24 +18,21 @@ Routes:
 """
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import mimetypes
-import socket
 import threading
 from dataclasses import replace
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 from ..errors import ImgclassError
-from ..media.liveview import serve_mjpeg
 from ..media.options import SourceOptions
 from ..media.sources import open_source
+from ..media.webserver import LocalHandler, LocalServer, serve_mjpeg
 from .dataset import AUTO, SETS, Dataset, decode_jpeg
 from .feed import LiveFeed
 from .trainer import Preview, TrainJob, shell_line, train_commands
@@ -43,7 +40,7 @@ from .trainer import Preview, TrainJob, shell_line, train_commands
 log = logging.getLogger("imgclass.capture")
 MAX_BODY = 32 * 1024 * 1024  # a posted camera frame is well under this
 STATIC = resources.files("imgclass.capture").joinpath("static")
-API_HEADER = "X-Imgclass"  # every POST carries it (see Handler._refusal)
+API_HEADER = "X-Imgclass"  # every POST carries it (see Handler.refusal)
 
 
 class CaptureApp:
@@ -125,7 +122,7 @@ class CaptureApp:
             self.feed.close()
 
 
-class CaptureServer(ThreadingHTTPServer):
+class CaptureServer(LocalServer):
     """A CaptureApp on ``host:port`` (port 0: any free port); ``url`` says where.
 
     Example:
@@ -135,24 +132,10 @@ class CaptureServer(ThreadingHTTPServer):
         http://127.0.0.1:40123/
     """
 
-    daemon_threads = True  # an open MJPEG stream must not keep the process alive
-    block_on_close = False
-
     def __init__(self, app: CaptureApp, host: str = "127.0.0.1", port: int = 0):
         self.app = app
         self.stopping = threading.Event()
-        try:
-            super().__init__((host, port), Handler)
-        except OSError as e:
-            raise ImgclassError(f"cannot listen on {host}:{port} ({e.strerror}); "
-                                "pick another --port, or stop what uses this one") from None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        if host in ("0.0.0.0", "::"):  # listening everywhere: name this machine, not "any address"
-            host = socket.gethostname()
-        return f"http://{host}:{port}/"
+        super().__init__((host, port), Handler, "capture page")
 
     def shutdown(self) -> None:
         self.stopping.set()  # streams end at their next frame
@@ -163,67 +146,36 @@ class CaptureServer(ThreadingHTTPServer):
         self.app.close()
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(LocalHandler):
+    """The routes of the module docstring, behind LocalHandler's checks; errors answer ``{"error": ...}``."""
+
     server: CaptureServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format, *args) -> None:  # keep the terminal for the URL and errors
-        log.debug(format, *args)
-
-    # --- plumbing -------------------------------------------------------------------------------
-    def _send(self, body: bytes, content_type: str, status: int = HTTPStatus.OK) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _json(self, data, status: int = HTTPStatus.OK) -> None:
-        self._send(json.dumps(data).encode(), "application/json", status)
-
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY:
-            raise ImgclassError(f"request body of {length} bytes is too large")
-        return self.rfile.read(length) if length else b""
+    max_body = MAX_BODY
 
     def _dispatch(self, routes: dict) -> None:
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         route = routes.get(url.path)
         try:
-            if refusal := self._refusal():
-                self._json({"error": refusal}, HTTPStatus.FORBIDDEN)
-                return
-            body = self._body() if self.command == "POST" else b""
             if route is None:
-                self._json({"error": f"{url.path}: not found"}, HTTPStatus.NOT_FOUND)
+                self.fail(HTTPStatus.NOT_FOUND, f"{url.path}: not found")
             else:
-                route(query, body)
+                route(query, self.body)
         except ImgclassError as e:
-            self._json({"error": str(e)}, HTTPStatus.BAD_REQUEST)
+            self.fail(HTTPStatus.BAD_REQUEST, str(e))
         except (BrokenPipeError, ConnectionResetError):
             pass  # the page went away
         except Exception as e:  # noqa: BLE001 - the page shows one line; the log keeps the traceback
             log.exception("capture server error")
-            self._json({"error": f"internal error: {e}"}, HTTPStatus.INTERNAL_SERVER_ERROR)
+            self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {e}")
 
-    def _refusal(self) -> str | None:
-        """Why this request must not be served, if it must not: other web sites stay out.
-
-        A page on any site can send "simple" requests to 127.0.0.1; a custom header on every POST
-        forces the browser to ask first (a CORS preflight this server never grants), and a Host
-        check on a loopback server defeats DNS rebinding (evil.example resolving to 127.0.0.1).
+    def refusal(self) -> str | None:
+        """Besides Host and Origin (LocalHandler): a custom header on every POST, which a page of
+        another site cannot send without asking first (a CORS preflight this server never grants).
         """
         if self.command == "POST" and self.headers.get(API_HEADER) != "1":
             return f"POST requests need the header '{API_HEADER}: 1'"
-        host = self.server.server_address[0]
-        if ipaddress.ip_address(host).is_loopback:
-            name = urlsplit(f"//{self.headers.get('Host', '')}").hostname or ""
-            if name not in ("localhost", "127.0.0.1", "::1") and not name.endswith(".localhost"):
-                return f"host '{name}' is not this machine's loopback address; open {self.server.url}"
-        return None
+        return super().refusal()
 
     def do_GET(self) -> None:
         app = self.server.app
@@ -232,9 +184,9 @@ class Handler(BaseHTTPRequestHandler):
             "/app.js": lambda q, b: self._static("app.js"),
             "/style.css": lambda q, b: self._static("style.css"),
             "/stream.mjpg": lambda q, b: self._stream(),
-            "/api/state": lambda q, b: self._json(app.state()),
-            "/api/image": lambda q, b: self._send(app.dataset.resolve(q.get("path", "")).read_bytes(), "image/jpeg"),
-            "/api/predict": lambda q, b: self._json(app.predict(b"")),
+            "/api/state": lambda q, b: self.send_json(app.state()),
+            "/api/image": lambda q, b: self.send_body(app.dataset.resolve(q.get("path", "")).read_bytes(), "image/jpeg"),
+            "/api/predict": lambda q, b: self.send_json(app.predict(b"")),
         })
 
     def do_POST(self) -> None:
@@ -242,27 +194,27 @@ class Handler(BaseHTTPRequestHandler):
 
         def add_class(q, body):
             app.dataset.add_class(_json_field(body, "name"))
-            self._json(app.state())
+            self.send_json(app.state())
 
         def undo(q, body):
             app.dataset.undo()
-            self._json(app.state())
+            self.send_json(app.state())
 
         def train(q, body):
             app.job.start()
-            self._json(app.state())
+            self.send_json(app.state())
 
         self._dispatch({
             "/api/class": add_class,
-            "/api/capture": lambda q, b: self._json(app.capture(q.get("set", AUTO), q.get("class", ""),
-                                                                _int(q.get("quality", "95"), "quality"), b)),
+            "/api/capture": lambda q, b: self.send_json(app.capture(q.get("set", AUTO), q.get("class", ""),
+                                                                    _int(q.get("quality", "95"), "quality"), b)),
             "/api/undo": undo,
             "/api/train": train,
-            "/api/predict": lambda q, b: self._json(app.predict(b)),
+            "/api/predict": lambda q, b: self.send_json(app.predict(b)),
         })
 
     def _static(self, name: str) -> None:
-        self._send(STATIC.joinpath(name).read_bytes(), mimetypes.guess_type(name)[0] or "application/octet-stream")
+        self.send_body(STATIC.joinpath(name).read_bytes(), mimetypes.guess_type(name)[0] or "application/octet-stream")
 
     def _stream(self) -> None:
         """multipart/x-mixed-replace: each part one JPEG, sent when the feed has a new frame."""

@@ -13,8 +13,6 @@ import os
 import queue
 import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -22,37 +20,7 @@ import numpy as np
 from ..errors import ImgclassError
 from .options import LIVEVIEW_PORT, SinkOptions
 from .sinks import Sink
-
-MJPEG_BOUNDARY = "imgclass-frame"
-
-
-def serve_mjpeg(handler: BaseHTTPRequestHandler, latest: Callable[[int], tuple[int, bytes | None]],
-                running: Callable[[], bool]) -> None:
-    """Answer a request with a multipart/x-mixed-replace JPEG stream until ``running()`` turns false
-    or the viewer leaves. ``latest(seq)`` waits a little for a frame newer than ``seq`` and returns
-    ``(its seq, its JPEG)``, or ``(seq, None)`` when none came.
-
-    Example:
-        >>> serve_mjpeg(self, lambda seq: feed.jpeg(after=seq, timeout=1.0), lambda: not stopped)  # doctest: +SKIP
-    """
-    handler.send_response(HTTPStatus.OK)
-    handler.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}")
-    handler.send_header("Cache-Control", "no-store")
-    handler.send_header("Connection", "close")
-    handler.end_headers()
-    handler.close_connection = True
-    seq = 0
-    try:
-        while running():
-            new, jpeg = latest(seq)
-            if jpeg is None or new == seq:
-                continue
-            seq = new
-            handler.wfile.write(f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n\r\n"
-                                .encode() + jpeg + b"\r\n")
-            handler.wfile.flush()
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the viewer left
+from .webserver import LocalHandler, LocalServer, serve_mjpeg
 
 log = logging.getLogger("imgclass.media")
 
@@ -98,14 +66,8 @@ class LiveView(Sink):
         self._status = ""
         self._changed = threading.Condition()
         self._closed = False
-        try:
-            self._server = ThreadingHTTPServer((host, port), self._handler())
-        except OSError as e:
-            raise ImgclassError(f"live view: cannot listen on {host}:{port} ({e.strerror}); "
-                                "pick another port with --port") from None
-        self._server.daemon_threads = True
-        host, port = self._server.server_address[:2]
-        self.url = f"http://{host}:{port}/"
+        self._server = LocalServer((host, port), self._handler(), "live view")
+        self.url = self._server.url
         self.description = f"live view {self.url}"
         threading.Thread(target=self._server.serve_forever, name="liveview", daemon=True).start()
         log.warning(f"live view at {self.url} (Ctrl-C to stop)")
@@ -142,34 +104,24 @@ class LiveView(Sink):
     def _handler(self):
         view = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:  # no access log on the console
-                pass
-
-            def _send(self, body: bytes, content_type: str) -> None:
-                self.send_response(HTTPStatus.OK)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
-
+        class Handler(LocalHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/":
-                    self._send(_PAGE.format(title=html.escape("imgclass live view")).encode(), "text/html; charset=utf-8")
+                    self.send_body(_PAGE.format(title=html.escape("imgclass live view")).encode(),
+                                   "text/html; charset=utf-8")
                 elif path == "/status":
-                    self._send(view._status.encode(), "text/plain; charset=utf-8")
+                    self.send_body(view._status.encode(), "text/plain; charset=utf-8")
                 elif path == "/frame.jpg":
                     _, jpeg = view._latest(0, timeout=10)
                     if jpeg is None:
-                        self.send_error(HTTPStatus.SERVICE_UNAVAILABLE, "no frame yet")
+                        self.fail(HTTPStatus.SERVICE_UNAVAILABLE, "no frame yet")
                     else:
-                        self._send(jpeg, "image/jpeg")
+                        self.send_body(jpeg, "image/jpeg")
                 elif path == "/stream.mjpg":
                     self._stream()
                 else:
-                    self.send_error(HTTPStatus.NOT_FOUND)
+                    self.fail(HTTPStatus.NOT_FOUND, f"{path}: not found")
 
             def _stream(self) -> None:
                 serve_mjpeg(self, lambda seq: view._latest(seq, timeout=1.0), lambda: not view._closed)
