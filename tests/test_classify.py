@@ -11,7 +11,7 @@ from PIL import Image
 import imgclass
 from imgclass.errors import ImgclassError
 
-from conftest import run_cli, run_python
+from conftest import EXAMPLES, run_cli, run_python
 
 
 def ground_truth(images_dir):
@@ -29,8 +29,8 @@ def test_default_network_on_the_ground_truth_photos(classifier, images_dir):
     assert top5 == 25, f"top-5 {top5}/25"
 
 
-def test_classify_batch_matches_single_and_file_paths(classifier, images_dir):
-    img = imgclass.load_image(images_dir / "orange_0.jpg")
+def test_classify_batch_matches_single_and_file_paths(classifier):
+    img = imgclass.load_image(EXAMPLES / "orange.jpg")
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     single = classifier.classify(img, topk=3)
     assert single[0].label == "orange" and single[0].index == 950 and 0.5 < single[0].confidence <= 1
@@ -52,12 +52,12 @@ def test_cli_prints_jetson_lines_and_json(images_dir):
     assert set(rows[0]["predictions"][0]) == {"index", "label", "confidence"}
 
 
-def test_imagenet_alias_takes_jetson_spellings(images_dir, tmp_path):
+def test_imagenet_alias_takes_jetson_spellings(tmp_path):
     out = run_python(Path(sys.executable).parent / "imagenet", "--topK=2",
-                  "--network=efficientnet-lite0", "--headless", str(images_dir / "banana_0.jpg"), str(tmp_path / "out.jpg"))
+                  "--network=efficientnet-lite0", "--headless", str(EXAMPLES / "banana.jpg"), str(tmp_path / "out.jpg"))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("imagenet: ") and "(banana)" in out.stdout
-    assert Image.open(tmp_path / "out.jpg").size == Image.open(images_dir / "banana_0.jpg").size
+    assert Image.open(tmp_path / "out.jpg").size == Image.open(EXAMPLES / "banana.jpg").size
 
 
 def test_outputs_to_pattern_and_directory_carry_the_overlay(images_dir, tmp_path):
@@ -68,9 +68,9 @@ def test_outputs_to_pattern_and_directory_carry_the_overlay(images_dir, tmp_path
     assert run_cli("classify", str(src), str(tmp_path / "out_%03i.jpg")).returncode == 0
     assert sorted(p.name for p in tmp_path.glob("out_*.jpg")) == ["out_000.jpg", "out_001.jpg"]
     assert run_cli("classify", str(src / "*.jpg"), str(tmp_path / "dir") + "/").returncode == 0
-    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["0.jpg", "1.jpg"]
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["img10.jpg", "img2.jpg"]  # the inputs' names
     original = np.asarray(Image.open(images_dir / "orange_0.jpg"), dtype=np.int16)
-    annotated = np.asarray(Image.open(tmp_path / "dir" / "0.jpg"), dtype=np.int16)
+    annotated = np.asarray(Image.open(tmp_path / "dir" / "img2.jpg"), dtype=np.int16)
     h, w = original.shape[:2]
     assert np.abs(annotated[: h // 10, : w // 4] - original[: h // 10, : w // 4]).mean() > 20  # the box is there
     assert np.abs(annotated[h // 2:, w // 2:] - original[h // 2:, w // 2:]).mean() < 3      # the rest is untouched
@@ -101,17 +101,21 @@ def test_folder_run_skips_bad_files_and_finishes(images_dir, tmp_path):
     (["ONE", "--labels", "missing.txt"], "labels file not found"),
     (["ONE", "--model", "BADONNX"], "not a valid ONNX model"),
     (["ONE", "--topk"], "expected one argument"),
+    (["ONE", "--topk", "0"], "argument --topk: 0 classes: give 1 or more"),
+    (["ONE", "--topk=-3"], "argument --topk: -3 classes: give 1 or more"),
+    (["ONE", "--threshold", "5"], "argument --threshold: 5 is outside 0..1"),
+    (["ONE", "--threshold", "-0.1"], "argument --threshold: -0.1 is outside 0..1"),
     (["ONE", "OUT.xyz"], "unknown image type"),
     (["DIR", "single.jpg"], "one output file for 2 input images"),
 ])
-def test_bad_input_is_one_clear_line(images_dir, tmp_path, args, message):
+def test_bad_input_is_one_clear_line(tmp_path, args, message):
     (tmp_path / "EMPTY").mkdir()
     (tmp_path / "DIR").mkdir()
     for name in ["a.jpg", "b.jpg"]:
-        shutil.copy(images_dir / "orange_0.jpg", tmp_path / "DIR" / name)
+        shutil.copy(EXAMPLES / "orange.jpg", tmp_path / "DIR" / name)
     (tmp_path / "LABELS3").write_text("a\nb\nc\n")
     (tmp_path / "BADONNX").write_bytes(b"\x08garbage")
-    names = {"ONE": str(images_dir / "orange_0.jpg")}
+    names = {"ONE": str(EXAMPLES / "orange.jpg")}
     out = run_cli("classify", *[names.get(a, a) for a in args], cwd=tmp_path)
     assert out.returncode != 0
     assert message in out.stderr

@@ -4,21 +4,25 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from itertools import chain, repeat
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .errors import ImgclassError
 from .labels import imagenet_labels, read_labels
 from .media.images import load_image, open_image, save_image
-from .models import DEFAULT_NETWORK, get_spec, require_weights
+from .models import DEFAULT_NETWORK, Weights, get_spec, read_weights
 from .parallel import prefetched
 from .preprocess import Preprocess
-from .runtime.cache import cache_key, file_sha256
-from .runtime.onnx import META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OnnxEngine
+from .runtime.cache import cache_key
+from .runtime.onnx import META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OnnxEngine, model_file
 
 __all__ = ["Classifier", "Prediction", "load_image", "save_image"]
+
+ImageInput = np.ndarray | Image.Image | str | Path  # pixels (HxWx3 uint8 RGB), or an image file
 
 
 class Prediction(NamedTuple):
@@ -27,6 +31,20 @@ class Prediction(NamedTuple):
     index: int
     label: str
     confidence: float
+
+
+def result_record(input: str, result: list[Prediction] | ImgclassError, **extra) -> dict:
+    """One image's result as ``imgclass classify --json`` prints it (and ``imgclass serve`` answers).
+
+    Example:
+        >>> result_record("cat.jpg", [Prediction(281, "tabby, tabby cat", 0.93)])
+        {'input': 'cat.jpg', 'predictions': [{'index': 281, 'label': 'tabby, tabby cat', 'confidence': 0.93}]}
+        >>> result_record("x.jpg", ImgclassError("x.jpg: not an image"))
+        {'input': 'x.jpg', 'error': 'x.jpg: not an image'}
+    """
+    if isinstance(result, ImgclassError):
+        return {"input": input, **extra, "error": str(result)}
+    return {"input": input, **extra, "predictions": [p._asdict() for p in result]}
 
 
 class Classifier:
@@ -56,6 +74,7 @@ class Classifier:
         # ONNX Runtime picks its own providers for "auto"; a registry network needs torch to run on CUDA.
         opts = dict(threads=threads, device=device, input_name=input_blob, output_name=output_blob)
         if model is not None:
+            model = model_file(model)  # a run folder means its model.onnx
             self.engine = OnnxEngine.from_file(model, describe=f"optimizing {Path(model).name} for ONNX Runtime", **opts)
             meta = self.engine.metadata
             self.network_name = meta.get(META_NETWORK) or Path(model).stem
@@ -66,15 +85,15 @@ class Classifier:
             self.synsets = self.engine.meta_json(META_SYNSETS) or self.labels
         else:
             spec = get_spec(network or DEFAULT_NETWORK)
-            weights_path = require_weights(spec, weights)
+            weights = read_weights(spec, weights)
             self.network_name, preprocess = spec.name, spec.preprocess
             self.labels, self.synsets = imagenet_labels()
             if resolve_device(device) == "cuda":
                 from .models.build import build_model
                 from .runtime.torch_cuda import TorchEngine
-                self.engine = TorchEngine(build_model(spec, weights_path), spec.preprocess)
+                self.engine = TorchEngine(build_model(spec, weights), spec.preprocess)
             else:
-                self.engine = self._onnx_engine(spec, weights_path, opts)
+                self.engine = self._onnx_engine(spec, weights, opts)
         if labels is not None:
             self.labels, self.synsets = read_labels(labels)
         if self.labels is None:
@@ -85,14 +104,14 @@ class Classifier:
                                 f"give the labels file the model was trained with")
         self.preprocess = replace(preprocess, resize=resize) if resize else preprocess
 
-    def _onnx_engine(self, spec, weights_path: Path, opts: dict) -> OnnxEngine:
+    def _onnx_engine(self, spec, weights: Weights, opts: dict) -> OnnxEngine:
         """The registry network exported to ONNX once (cached by the weights' sha256)."""
-        sha = cache_key(file_sha256(weights_path), spec.arch, spec.preprocess.to_json())
+        sha = cache_key(weights.sha256, spec.arch, spec.preprocess.to_json())
 
         def build_onnx(path: Path) -> Path:
             from .export import export_onnx  # torch is imported only on a cache miss
             from .models.build import build_model
-            return export_onnx(build_model(spec, weights_path), path, spec.preprocess, self.labels, self.synsets, spec.name)
+            return export_onnx(build_model(spec, weights), path, spec.preprocess, self.labels, self.synsets, spec.name)
 
         return OnnxEngine(build_onnx, sha, spec.name, describe=f"exporting {spec.name} to ONNX (about 15 s)", **opts)
 
@@ -111,14 +130,35 @@ class Classifier:
         top = top[np.argsort(-probs[top])]
         return [Prediction(int(i), self.labels[i], float(probs[i])) for i in top if probs[i] >= threshold]
 
-    def classify(self, image: np.ndarray, topk: int = 1, threshold: float = 0.0) -> list[Prediction]:
-        """Classify one HxWx3 uint8 RGB image; best first."""
+    def prepare(self, image: str | Path | bytes, name: str = "image") -> np.ndarray:
+        """Decode an image file, or its encoded bytes (``name`` in messages), and preprocess it:
+        one CHW float32 row of a ``probabilities`` batch."""
+        return self.preprocess(open_image(image, min_size=self.preprocess.decode_size, name=name))
+
+    def classify(self, image: ImageInput, topk: int = 1, threshold: float = 0.0) -> list[Prediction]:
+        """Classify one image (pixels or a file, see ``classify_batch``); best first."""
         return self.classify_batch([image], topk, threshold)[0]
 
-    def classify_batch(self, images: Sequence[np.ndarray], topk: int = 1, threshold: float = 0.0) -> list[list[Prediction]]:
-        """Classify several images in one batch."""
-        probs = self.probabilities(self.preprocess.batch(images))
-        return [self.predictions(p, topk, threshold) for p in probs]
+    def classify_batch(self, images: Sequence[ImageInput], topk: int = 1, threshold: float = 0.0) -> list[list[Prediction]]:
+        """Classify several images in one batch: HxWx3 uint8 RGB arrays, PIL images or image files.
+
+        A file is decoded for the network exactly as ``classify_files`` and ``imgclass classify`` decode it
+        (a large JPEG at a reduced scale), so it gets their confidences to the last digit. Pixels are used
+        as they are: ``load_image`` gives the full-resolution photo, whose confidences can differ a little.
+
+        Raises:
+            ImgclassError: a file that cannot be read.
+        """
+        files = {i: Path(image) for i, image in enumerate(images) if isinstance(image, (str, os.PathLike))}
+        probs = {}
+        for i, (_, p) in zip(files, self._file_probabilities(list(files.values()), batch_size=max(1, len(files)))):
+            if isinstance(p, ImgclassError):
+                raise p
+            probs[i] = p
+        pixels = [i for i in range(len(images)) if i not in files]
+        if pixels:
+            probs.update(zip(pixels, self.probabilities(self.preprocess.batch([images[i] for i in pixels]))))
+        return [self.predictions(probs[i], topk, threshold) for i in range(len(images))]
 
     def classify_files(self, paths: Iterable[str | Path], topk: int = 1, threshold: float = 0.0, batch_size: int = 8,
                        keep_images: bool = False, workers: int | None = None
@@ -126,32 +166,54 @@ class Classifier:
         """Classify image files, decoding in threads while the runtime works; yields in input order.
 
         Yields ``(path, predictions, image)``; a bad file yields its ImgclassError in place of
-        the predictions and the rest go on. ``image`` is the full decoded frame when ``keep_images``.
-        On CUDA (and no frames kept) JPEGs are decoded in batches on the GPU instead.
+        the predictions and the rest go on. ``image``, with ``keep_images``, is the full-resolution
+        frame (to draw on), decoded on its own: keeping frames never changes what the network sees.
         """
-        if hasattr(self.engine, "classify_files") and not keep_images:
-            for path, probs in self.engine.classify_files(list(map(Path, paths))):
-                yield path, probs if isinstance(probs, ImgclassError) else self.predictions(probs, topk, threshold), None
+        paths = [Path(p) for p in paths]
+        workers = workers or min(4, os.cpu_count() or 1)
+        results = self._file_probabilities(paths, batch_size, workers)
+        with ThreadPoolExecutor(workers) as pool:
+            frames = (chain.from_iterable(prefetched(pool, _frame_or_error, iter(paths), ahead=batch_size * 2))
+                      if keep_images else repeat(None))
+            for (path, probs), frame in zip(results, frames):
+                error = next((x for x in (probs, frame) if isinstance(x, ImgclassError)), None)
+                if error is not None:
+                    yield path, error, None
+                else:
+                    yield path, self.predictions(probs, topk, threshold), frame
+
+    def _file_probabilities(self, paths: list[Path], batch_size: int = 8, workers: int | None = None
+                            ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
+        """Probabilities of image files, in order: the one way every route classifies a file.
+
+        On the CPU each file goes through ``prepare`` (a JPEG decoded at the smallest DCT scale the
+        network input allows: several times faster on large photos) in threads, ahead of the runtime;
+        on CUDA the engine decodes JPEGs in batches on the GPU.
+        """
+        if hasattr(self.engine, "classify_files"):
+            yield from self.engine.classify_files(paths)
             return
 
-        def decode(path: Path):
+        def decode(path: Path) -> tuple[Path, np.ndarray | ImgclassError]:
             try:
-                image = open_image(path, min_size=None if keep_images else self._decode_min_size())
-                return path, self.preprocess(image), np.asarray(image) if keep_images else None
+                return path, self.prepare(path)
             except ImgclassError as e:
-                return path, e, None
+                return path, e
 
-        workers = workers or min(4, os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:
-            for chunk in prefetched(pool, decode, map(Path, paths), ahead=batch_size * 2):
-                good = [c for c in chunk if not isinstance(c[1], ImgclassError)]
-                probs = iter(self.probabilities(np.stack([c[1] for c in good]))) if good else iter(())
-                for path, x, image in chunk:
-                    yield path, x if isinstance(x, ImgclassError) else self.predictions(next(probs), topk, threshold), image
+        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
+            for chunk in prefetched(pool, decode, iter(paths), ahead=batch_size * 2):
+                good = [x for _, x in chunk if not isinstance(x, ImgclassError)]
+                probs = iter(self.probabilities(np.stack(good))) if good else iter(())
+                for path, x in chunk:
+                    yield path, x if isinstance(x, ImgclassError) else next(probs)
 
-    def _decode_min_size(self) -> int:
-        p = self.preprocess
-        return p.size if p.resize == "stretch" else round(p.size / p.crop_pct)
+
+def _frame_or_error(path: Path) -> np.ndarray | ImgclassError:
+    """The full-resolution image to draw on, or why it cannot be read."""
+    try:
+        return load_image(path)
+    except ImgclassError as e:
+        return e
 
 
 def resolve_device(device: str) -> str:

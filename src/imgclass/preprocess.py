@@ -49,6 +49,12 @@ class Preprocess:
             d[k] = tuple(d[k])
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
+    @property
+    def decode_size(self) -> int:
+        """The short side an image needs before the resize: a JPEG may be decoded at a reduced
+        scale (DCT scaling) down to this, and every file meant for the network is decoded so."""
+        return self.size if self.resize == "stretch" else round(self.size / self.crop_pct)
+
     def resized_size(self, width: int, height: int) -> tuple[int, int]:
         """(w, h) the image is resized to before the crop."""
         if self.resize == "stretch":

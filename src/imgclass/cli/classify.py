@@ -11,9 +11,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..api import Classifier
+from . import HelpFormatter, sigterm_stops_like_ctrl_c
+from ..api import Classifier, result_record
 from ..errors import ImgclassError
-from ..media.images import ImageSink, list_images
+from ..media.images import ImageSink, check_replaceable, file_ids, list_images
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
 from ..overlay import draw_overlay, overlay_lines
@@ -28,29 +29,62 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
                         "file (.mp4 .mkv .avi .mov .webm), rtp://HOST:PORT, rtsp://@:8554/out, or display://0 "
                         "(a window, or a web page without a display); default: none (a window for video where "
                         "there is a display)")
-    p.add_argument("--network", default=DEFAULT_NETWORK, help="registry network (see `imgclass models`)")
-    p.add_argument("--model", default=None, help="your own ONNX model instead of --network (labels from its metadata)")
-    p.add_argument("--labels", default=None, help="labels file, one class per line (overrides the model's)")
-    p.add_argument("--input-blob", default=None, help="input tensor name of --model (default: its only input)")
-    p.add_argument("--output-blob", default=None, help="output tensor name of --model (default: its only output)")
-    p.add_argument("--weights", default=None, help="weights file for --network (default: installed or torch hub cache)")
-    p.add_argument("--topk", type=int, default=1, help="how many classes to report per image")
-    p.add_argument("--threshold", type=float, default=0.0, help="drop classes below this confidence (0..1)")
-    p.add_argument("--resize", choices=["crop", "stretch"], default=None,
-                   help="crop: short side then center crop (what the weights expect); stretch: jetson's whole-frame "
-                        "resize (default: the model's own setting)")
+    add_model_arguments(p)
+    add_result_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="auto: a CUDA GPU when there is one, else the CPU")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--headless", "--no-display", action="store_true",
                    help="never open a window (jetson flag; display://0 becomes the web page)")
     add_media_arguments(p)
 
 
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Which network or ONNX model, and where it runs: the flags ``classifier_from_args`` reads."""
+    p.add_argument("--network", default=DEFAULT_NETWORK, help="registry network (see `imgclass models`)")
+    p.add_argument("--model", default=None, help="your own ONNX model instead of --network (labels from its metadata)")
+    p.add_argument("--labels", default=None, help="labels file, one class per line (overrides the model's)")
+    p.add_argument("--input-blob", default=None, help="input tensor name of --model (default: its only input)")
+    p.add_argument("--output-blob", default=None, help="output tensor name of --model (default: its only output)")
+    p.add_argument("--weights", default=None, help="weights file for --network (default: installed or torch hub cache)")
+    p.add_argument("--resize", choices=["crop", "stretch"], default=None,
+                   help="crop: short side then center crop (what the weights expect); stretch: jetson's whole-frame "
+                        "resize (default: the model's own setting)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="auto: a CUDA GPU when there is one, else the CPU")
+
+
+def add_result_arguments(p: argparse.ArgumentParser) -> None:
+    """How many classes each image reports."""
+    p.add_argument("--topk", type=class_count, default=1, help="how many classes to report per image")
+    p.add_argument("--threshold", type=confidence, default=0.0,
+                   help="drop classes below this confidence, 0..1 as jetson's (0.05: 5%%)")
+
+
+def class_count(text: str) -> int:
+    """argparse type of --topk: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} classes: give 1 or more")
+    return value
+
+
+def confidence(text: str) -> float:
+    """argparse type of --threshold: a confidence from 0 to 1, as jetson's imageNet takes it (not percent)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0 <= value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1; it is a confidence, not a percentage (0.05: 5%)")
+    return value
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("classify", help="classify images, folders, globs", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = sub.add_parser("classify", help="classify images, folders, globs", formatter_class=HelpFormatter,
                        description="Classify images with a pretrained network or your own ONNX model; prints one line "
                                    "per image, and writes annotated copies when OUTPUT is given.")
     add_arguments(p)
@@ -59,7 +93,7 @@ def add_parser(sub) -> None:
 
 def jetson_parser() -> argparse.ArgumentParser:
     """The parser behind ``imagenet`` / ``imagenet.py``, accepting jetson-inference's spellings."""
-    p = argparse.ArgumentParser(prog="imagenet", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="imagenet", formatter_class=HelpFormatter,
                                 description="Classify images (jetson-inference imagenet compatible).")
     add_arguments(p, jetson=True)
     p.set_defaults(func=run, prefix="imagenet")
@@ -84,23 +118,21 @@ def run(args) -> int:
         return run_frames(args)
     paths = list_images(args.input)
     sink = ImageSink(args.output) if args.output else None
-    if sink is not None and sink.single_file and len(paths) > 1:
-        raise ImgclassError(f"{args.output}: one output file for {len(paths)} input images; "
-                            "give a directory or a pattern like out_%i.jpg")
+    targets = sink.targets(paths) if sink is not None else [None] * len(paths)  # refusals come before any work
     net = classifier_from_args(args)
     start, failed = time.perf_counter(), 0
     results = net.classify_files(paths, args.topk, args.threshold, args.batch_size, keep_images=sink is not None)
-    for path, preds, image in tqdm(results, total=len(paths), unit="img", disable=None if len(paths) > 20 else True,
-                                   file=sys.stderr, leave=False):
+    for (path, preds, image), target in zip(tqdm(results, total=len(paths), unit="img", file=sys.stderr, leave=False,
+                                                 disable=None if len(paths) > 20 else True), targets):
         if isinstance(preds, ImgclassError):
             failed += 1
-            print(json.dumps({"input": str(path), "error": str(preds)}) if args.json else f"imgclass: skipped: {preds}",
+            print(json.dumps(result_record(str(path), preds)) if args.json else f"imgclass: skipped: {preds}",
                   file=sys.stdout if args.json else sys.stderr, flush=True)
             continue
         if sink is not None:
-            sink.write(draw_overlay(image, overlay_lines(preds)))
+            sink.write(draw_overlay(image, overlay_lines(preds)), target)
         if args.json:
-            print(json.dumps({"input": str(path), "predictions": [p._asdict() for p in preds]}), flush=True)
+            print(json.dumps(result_record(str(path), preds, **({"output": str(target)} if target else {}))), flush=True)
         else:
             print(format_line(args.prefix or str(path), preds), flush=True)
     seconds = time.perf_counter() - start
@@ -129,9 +161,11 @@ def run_frames(args) -> int:
 
     logging.basicConfig(format="imgclass: %(message)s")  # reconnects, skipped packets, live view address
     output = args.output
+    if output is not None:
+        check_replaceable(output, file_ids([args.input]), own_only=False)  # `classify clip.mp4 clip.mp4`
     if output is None and has_display() and not args.headless:
         output = "display://0"  # jetson shows video in a window when there is a screen
-    with open_source(args.input, source_options(args)) as source, \
+    with sigterm_stops_like_ctrl_c() as terminated, open_source(args.input, source_options(args)) as source, \
             open_sink(output, sink_options(args), frame_rate=source.rate) as sink:
         net = classifier_from_args(args)
         bar = tqdm(total=args.max_frames or source.frame_count or None, unit="frame", disable=None, file=sys.stderr, leave=False)
@@ -139,8 +173,7 @@ def run_frames(args) -> int:
         def on_result(r) -> None:
             f = r.frame
             if args.json:
-                line = json.dumps({"input": f.name, "frame": f.index, "timestamp": f.timestamp,
-                                   "predictions": [p._asdict() for p in r.predictions]})
+                line = json.dumps(result_record(f.name, r.predictions, frame=f.index, timestamp=f.timestamp))
             else:
                 line = format_line(args.prefix or f"{f.name} frame {f.index}", r.predictions)
             print(line, flush=True) if bar.disable else bar.write(line, file=sys.stdout)
@@ -155,7 +188,7 @@ def run_frames(args) -> int:
     print(f"imgclass: {stats.frames} frames in {stats.seconds:.1f} s: {stats.fps:.1f} FPS end to end, network "
           f"{stats.model_fps:.1f} FPS ({net.network_name}){where}{dropped}", file=sys.stderr)
     if stats.interrupted:
-        print(f"imgclass: stopped by Ctrl-C" + (f"; {sink.description} is complete" if sink.description else ""),
-              file=sys.stderr)
-        return 130
-    return 0
+        print(f"imgclass: stopped by {'SIGTERM' if terminated.is_set() else 'Ctrl-C'}"
+              + (f"; {sink.description} is complete" if sink.description else ""), file=sys.stderr)
+        return 143 if terminated.is_set() else 130
+    return 1 if source.damage else 0  # a truncated video: its frames were classified, the warning was logged

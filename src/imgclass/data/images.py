@@ -44,13 +44,11 @@ def decode_images(samples: list[tuple[Path, int]], preprocess: Preprocess, worke
         >>> images.pixels.shape
         (244, 224, 224, 3)
     """
-    min_side = round(preprocess.size / preprocess.crop_pct)
-
     def one(sample: tuple[Path, int]):
         path = sample[0]
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            return preprocess.resize_and_crop(open_image(path, min_size=min_side)), digest
+            return preprocess.resize_and_crop(open_image(path, min_size=preprocess.decode_size)), digest
         except ImgclassError as e:
             return str(e).removeprefix(f"{path}: "), None
         except OSError as e:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import glob as globlib
+import io
 import os
 import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,6 +18,8 @@ from ..errors import ImgclassError
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
+EXIF_SOFTWARE = 0x0131
+ANNOTATED_BY = "imgclass"  # EXIF Software of the images ImageSink writes: the only existing files it replaces
 
 
 def natural_key(path: str | Path) -> list:
@@ -52,16 +55,18 @@ def list_images(spec: str | Path) -> list[Path]:
     raise ImgclassError(f"{text}: no such file or directory; check the path")
 
 
-def open_image(path: str | Path, min_size: int | None = None) -> Image.Image:
+def open_image(path: str | Path | bytes, min_size: int | None = None, name: str = "image") -> Image.Image:
     """Decode an image file to an RGB PIL image, upright (EXIF orientation applied).
 
     Args:
+        path: the file, or its encoded bytes (an upload; error messages then call it ``name``).
         min_size: when given, a JPEG may be decoded at a reduced scale (DCT scaling, much
             faster on large photos) as long as its short side stays >= min_size.
     """
-    path = Path(path)
+    data = path if isinstance(path, bytes) else None
+    path = name if data is not None else Path(path)
     try:
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(data) if data is not None else path)
         if min_size and image.format == "JPEG":
             w, h = image.size
             scale = min_size / min(w, h)
@@ -76,6 +81,9 @@ def open_image(path: str | Path, min_size: int | None = None) -> Image.Image:
         raise ImgclassError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImgclassError(f"{path}: not an image, or a format Pillow cannot read") from None
+    except Image.DecompressionBombError:
+        raise ImgclassError(f"{path}: over {2 * Image.MAX_IMAGE_PIXELS} pixels, too large to decode safely; "
+                            "scale it down first") from None
     except (OSError, ValueError, SyntaxError) as e:
         raise ImgclassError(f"{path}: corrupt or truncated image ({e})") from None
 
@@ -85,7 +93,7 @@ def load_image(path: str | Path) -> np.ndarray:
 
     Example:
         >>> img = load_image("cat.jpg")  # doctest: +SKIP
-        >>> img.shape, img.dtype
+        >>> img.shape, img.dtype  # doctest: +SKIP
         ((375, 500, 3), dtype('uint8'))
     """
     return np.array(open_image(path))  # writable, so overlays can draw on it
@@ -108,20 +116,40 @@ def atomic_output(path: str | Path) -> Iterator[str]:
         ...     write_video(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the user's file gets the usual mode
     try:
         yield tmp
-        os.replace(tmp, path)
+        with open(tmp, "rb+") as f:  # on disk before the rename: a crash never leaves an empty file at path
+            os.fsync(f.fileno())
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _cannot_write(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def save_image(path: str | Path, image: np.ndarray | Image.Image, quality: int = 95) -> Path:
-    """Write an RGB image; the format follows the suffix (.jpg, .png, ...). Atomic."""
+def _cannot_write(path: Path, error: OSError) -> ImgclassError:
+    """Why ``path`` cannot be created, in one line: a file where a folder should be, a read-only
+    or virtual file system (/proc), no permission."""
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    why = f"{blocker} is a file, not a folder" if blocker else error.strerror or str(error)
+    return ImgclassError(f"{path}: cannot write there ({why}); choose another output path")
+
+
+def save_image(path: str | Path, image: np.ndarray | Image.Image, quality: int = 95, software: str | None = None) -> Path:
+    """Write an RGB image; the format follows the suffix (.jpg, .png, ...). Atomic.
+
+    Args:
+        software: recorded as EXIF Software where the format has EXIF (JPEG, PNG, WebP, TIFF).
+    """
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     path = Path(path)
@@ -129,7 +157,54 @@ def save_image(path: str | Path, image: np.ndarray | Image.Image, quality: int =
     if fmt is None:
         raise ImgclassError(f"{path}: unknown image type '{path.suffix}'; use .jpg, .png, .bmp or .webp")
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {}
-    return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **options))
+    if software:
+        exif = Image.Exif()
+        exif[EXIF_SOFTWARE] = software
+        options["exif"] = exif.tobytes()
+    try:
+        return atomic_write(path, lambda tmp: image.save(tmp, format=fmt, **options))
+    except OSError as e:  # the disk filled up, the folder went away, ...
+        raise ImgclassError(f"{path}: writing failed ({e.strerror or e})") from None
+
+
+def file_ids(paths: Iterable[str | Path]) -> set[tuple[int, int]]:
+    """(device, inode) of each existing file: equal for every name of one file (``./a.jpg``, ``a.jpg``, a link)."""
+    ids = set()
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        ids.add((st.st_dev, st.st_ino))
+    return ids
+
+
+def is_annotated_copy(path: str | Path) -> bool:
+    """Whether ``path`` is an image an imgclass sink wrote (EXIF Software "imgclass")."""
+    try:
+        with Image.open(path) as image:
+            return image.getexif().get(EXIF_SOFTWARE) == ANNOTATED_BY
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def check_replaceable(path: str | Path, inputs: set[tuple[int, int]], hint: str = "", own_only: bool = True) -> None:
+    """Refuse to write ``path`` over one of the ``inputs`` (``file_ids``) or, with ``own_only``, over
+    any existing file that is not an annotated copy imgclass wrote (someone's photo).
+
+    Raises:
+        ImgclassError: ``path`` must not be written; ``hint`` ends the message.
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # nothing there yet (or out of reach: writing it will say why)
+    if (st.st_dev, st.st_ino) in inputs:
+        raise ImgclassError(f"{path}: OUTPUT is an input file, and imgclass never writes over its input; "
+                            f"give another OUTPUT{hint}")
+    if own_only and not is_annotated_copy(path):
+        raise ImgclassError(f"{path}: OUTPUT already exists and is not an annotated copy imgclass wrote, so it is "
+                            f"left alone; delete it or give another OUTPUT{hint}")
 
 
 def is_image_path(spec: str) -> bool:
@@ -137,8 +212,13 @@ def is_image_path(spec: str) -> bool:
 
 
 class ImageSink:
-    """Write frames as images: one file, a pattern (``out_%i.jpg``, ``out_%04i.png``, ``out_*.jpg``,
-    counter from 0) or a directory (``0.jpg``, ``1.jpg``, ...). Every write is atomic.
+    """Write annotated images: one file, a pattern (``out_%i.jpg``, ``out_%04i.png``, ``out_*.jpg``,
+    counter from 0) or a directory, where still images keep their names (``photos/cat.jpg`` ->
+    ``annotated/cat.jpg``, see ``targets``) and frames are numbered (``0.jpg``, ``1.jpg``, ...).
+
+    Every write is atomic and marks the file as imgclass's (EXIF Software), and a sink replaces no
+    other file: not an input, not a photo that was there (``classify photos/*.jpg`` unquoted makes
+    the shell pass the second photo as OUTPUT).
 
     Example:
         >>> sink = ImageSink("out_%03i.jpg")
@@ -149,6 +229,7 @@ class ImageSink:
     def __init__(self, spec: str | Path, quality: int = 95):
         text = str(spec).replace("*", "%i")
         self.quality, self.count = quality, 0
+        self.directory: Path | None = None
         if "%" in text:
             self.pattern = re.sub(r"%(0?\d*)i", r"%\1d", text)
             try:
@@ -157,6 +238,7 @@ class ImageSink:
                 raise ImgclassError(f"{spec}: bad output pattern; use one counter like out_%i.jpg or out_%04i.png") from None
         elif Path(text).is_dir() or text.endswith(os.sep) or not Path(text).suffix:
             self.pattern = os.path.join(text, "%d.jpg")
+            self.directory = Path(text)
         else:
             self.pattern = None
             self.single = Path(text)
@@ -170,7 +252,37 @@ class ImageSink:
     def path(self, index: int) -> Path:
         return self.single if self.pattern is None else Path(self.pattern % index)
 
-    def write(self, image: np.ndarray) -> Path:
-        path = save_image(self.path(self.count), image, self.quality)
+    def targets(self, inputs: Sequence[Path]) -> list[Path]:
+        """Where the annotated copy of each input image goes, checked before anything is written:
+        into a directory, each keeps its path below the inputs' common folder (``cat.jpg``, or
+        ``a/cat.jpg`` and ``b/cat.jpg`` for the glob ``'*/*.jpg'``).
+
+        Raises:
+            ImgclassError: one file for several inputs; a target that is an input, or a file that
+                imgclass did not write.
+        """
+        if not inputs:
+            return []
+        if self.single_file and len(inputs) > 1:
+            raise ImgclassError(f"{self.single}: one output file for {len(inputs)} input images; "
+                                "give a directory or a pattern like out_%i.jpg")
+        if self.directory is not None:
+            root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in inputs])
+            paths = [self.directory / os.path.relpath(os.path.abspath(p), root) for p in inputs]
+        else:
+            paths = [self.path(i) for i in range(len(inputs))]
+        glob = Path(inputs[0]).parent / f"*{Path(inputs[0]).suffix}"  # what the shell may have expanded
+        hint = f"; an unquoted glob? quote it so that all its files are INPUT: '{glob}'" if self.single_file else ""
+        ids = file_ids(inputs)
+        for path in paths:
+            check_replaceable(path, ids, hint)
+        return paths
+
+    def write(self, image: np.ndarray, path: Path | None = None) -> Path:
+        """Write ``image`` to ``path`` (one of ``targets``) or, for frames, the next numbered name."""
+        if path is None:
+            path = self.path(self.count)
+            check_replaceable(path, set())
+        save_image(path, image, self.quality, software=ANNOTATED_BY)
         self.count += 1
         return path
