@@ -61,18 +61,20 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--input-height", type=int, default=0, help="resize input frames to this height (camera: ask for it)")
     g.add_argument("--input-rate", type=float, default=0.0, help="frames per second to take from the input (drops the rest)")
     g.add_argument("--input-codec", choices=INPUT_CODECS, default=None,
-                   help="codec of an rtp:// input (default h264), or the format to ask a V4L2 camera for")
+                   help="codec of an rtp:// input (default: h264), or the format to ask a V4L2 camera for")
     g.add_argument("--input-flip", choices=FLIPS, default="none", help="rotate or mirror input frames")
     g.add_argument("--input-loop", type=int, default=0, help="play a file input again N more times (-1: forever)")
     g.add_argument("--input-retries", type=int, default=5,
                    help="reconnect attempts when a camera or stream drops (each logged)")
-    g.add_argument("--input-timeout", type=float, default=10.0, help="seconds to wait for a stream to connect or send")
+    g.add_argument("--input-timeout", type=float, default=10.0,
+                   help="seconds to wait for a camera or stream to connect or send video before giving up "
+                        "(or, once it has sent, reconnecting)")
     g.add_argument("--output-codec", choices=OUTPUT_CODECS, default=None,
                    help="codec of a video/stream output (default: h264; vp9 for .webm)")
     g.add_argument("--bitrate", type=int, default=0, help="target bits/s of the encoded output (default: quality-based)")
     g.add_argument("--output-rate", type=float, default=0.0, help="frame rate of the output (default: the input's)")
     g.add_argument("--port", type=int, default=None,
-                   help=f"port of the live web view (default {LIVEVIEW_PORT}); RTSP outputs take theirs from the URI")
+                   help=f"port of the live web view (default: {LIVEVIEW_PORT}); RTSP outputs take theirs from the URI")
     g.add_argument("--host", default="127.0.0.1", help="address the live web view listens on (0.0.0.0: everyone)")
     g.add_argument("--smoothing", type=float, default=0.0,
                    help="EWMA over frames' class scores: a factor 0..1, or N frames (>1 means 1/N); 0 disables")

@@ -97,7 +97,8 @@ class Source:
 
     Attributes: ``name``, ``width``, ``height``, ``frame_count`` (0: unknown), ``rate`` (exact frames/s, None when unknown) and
     ``frame_rate`` (its float, 0 when unknown), ``is_live``
-    (camera/stream: frames are dropped-and-reconnected rather than ended), ``reconnects``.
+    (camera/stream: frames are dropped-and-reconnected rather than ended), ``reconnects``, ``damage``
+    (why a video file gave fewer or broken frames, once it ended: truncated, corrupt packets; "" when whole).
     """
 
     name: str = ""
@@ -107,6 +108,7 @@ class Source:
     is_live: bool = False
     reconnects: int = 0
     frame_count: int = 0  # frames to expect, where the input says (0: unknown or endless)
+    damage: str = ""
 
     @property
     def frame_rate(self) -> float:
@@ -178,7 +180,11 @@ class AVSource(Source):
         self._sdp: Path | None = None
         self._container = None
         self._reading = threading.Lock()  # held while frames are being read
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            self._release()  # the .sdp file written for rtp://
+            raise
 
     def _resolve(self, uri: str) -> tuple[str, str, str | None, dict]:
         """uri -> (kind, url for av.open, demuxer name, demuxer options)."""
@@ -258,6 +264,9 @@ class AVSource(Source):
         stream.thread_type = "SLICE" if self.is_live else "AUTO"
         if self.kind == "http":
             self.is_live = container.duration is None
+        if self.is_live and not stream.width:  # FFmpeg probed for --input-timeout and saw no picture
+            container.close()
+            raise self._no_video(f"nothing arrived within {self.options.timeout:g} s")
         self._container, self._stream = container, stream
         if not self.is_live and self.options.loop >= 0 and not self.options.rate:
             self.frame_count = (stream.frames or 0) * (self.options.loop + 1)
@@ -266,6 +275,12 @@ class AVSource(Source):
         self.rate = Fraction(rate) if rate else None
         if self.options.rate and (not self.rate or self.options.rate < self.rate):
             self.rate = as_fraction(self.options.rate)  # frames are dropped down to --input-rate
+
+    def _no_video(self, reason: str) -> ImgclassError:
+        """A live input that opened but sent no picture: a wrong port or codec, or nobody sending."""
+        sender = ("the sender streams to this port in --input-codec (default h264)" if self.kind == "rtp"
+                  else "the camera or server is sending")
+        return ImgclassError(f"{self.name}: no video came ({reason}); check that {sender}, or raise --input-timeout")
 
     def _open_error(self, e: Exception) -> ImgclassError:
         reason = getattr(e, "strerror", None) or str(e)
@@ -280,7 +295,7 @@ class AVSource(Source):
                                  "and supports the size/rate/codec asked for")
         if self.kind == "file":
             if isinstance(e, av.error.InvalidDataError):
-                return ImgclassError(f"{self.name}: not a video FFmpeg can read, or corrupt ({reason})")
+                return ImgclassError(f"{self.name}: not a video FFmpeg can read, or corrupt or truncated ({reason})")
             return ImgclassError(f"{self.name}: cannot open ({reason})")
         if isinstance(e, (ConnectionError, TimeoutError, av.error.ExitError)) or "timed out" in reason.lower():
             return ImgclassError(f"{self.name}: cannot connect ({reason}); check the address and port, "
@@ -306,15 +321,51 @@ class AVSource(Source):
             self._sdp = None
 
     def _decoded(self) -> Iterator[av.VideoFrame]:
-        """Frames of the open container until its end; a corrupt packet is skipped, never fatal."""
-        skipped = 0
-        for packet in self._container.demux(self._stream):
-            try:
-                yield from packet.decode()
-            except av.error.InvalidDataError:
-                skipped += 1
-        if skipped:
-            log.warning(f"{self.name}: skipped {skipped} corrupt packet(s)")
+        """Frames of the open container until its end. A corrupt packet is skipped, never fatal; a file
+        that cannot be read to its end gives the frames before the break, then ``_check_whole`` says so."""
+        packets, corrupt, decoded, first, last, broken = 0, 0, 0, math.inf, -math.inf, ""
+        try:
+            for packet in self._container.demux(self._stream):
+                if packet.dts is not None or packet.size:  # not the empty packet that flushes the decoder
+                    packets += 1
+                    corrupt += packet.is_corrupt
+                    if packet.pts is not None:
+                        first, last = min(first, packet.pts), max(last, packet.pts)
+                try:
+                    for frame in packet.decode():
+                        decoded += 1
+                        yield frame
+                except av.error.InvalidDataError:
+                    corrupt += 1
+        except (av.error.FFmpegError, OSError) as e:
+            if self.is_live:
+                raise  # a dropped stream: reconnected by _frames
+            broken = getattr(e, "strerror", None) or str(e)
+        if self.is_live:
+            if corrupt:
+                log.warning(f"{self.name}: skipped {corrupt} corrupt packet(s)")
+        elif decoded:  # none at all: _frames raises its own one-line error
+            span = float((last - first) * self._stream.time_base) if last >= first else 0.0
+            self._check_whole(packets, span, corrupt, broken)
+
+    def _check_whole(self, packets: int, span: float, corrupt: int, broken: str) -> None:
+        """After a pass over a file: note in ``damage`` and say once, in one line, when it ended before
+        the frame count or duration its header gives, or had corrupt packets (as a cut-off download does)."""
+        problems = []
+        seconds = stream_seconds(self._stream)
+        rate = self._stream.average_rate
+        period = 1 / float(rate) if rate else 0.0
+        if broken:
+            problems.append(f"unreadable after {packets} frames ({broken})")
+        elif self._stream.frames and packets < self._stream.frames:
+            problems.append(f"it ended after {packets} of its {self._stream.frames} frames")
+        elif seconds and span + period < seconds - max(0.5, 2 * period):  # slack: header durations are rounded
+            problems.append(f"it ended at {span + period:.1f} s of its {seconds:.1f} s")
+        if corrupt:
+            problems.append(f"{corrupt} corrupt packet(s) skipped")
+        if problems and not self.damage:
+            self.damage = "; ".join(problems)
+            log.warning(f"{self.name}: truncated or damaged ({self.damage}); classified what could be decoded")
 
     def __iter__(self) -> Iterator[Frame]:
         with self._reading:
@@ -327,6 +378,7 @@ class AVSource(Source):
     def _frames(self) -> Iterator[Frame]:
         index, loops_left, last_slot = 0, self.options.loop, -1
         offset, last_time = 0.0, None  # timestamps keep rising across loops and reconnects
+        attempt, index_at_reconnect = 0, -1
         period = 1 / self.frame_rate if self.frame_rate else 1 / 30
         while not self._closed:
             start = None
@@ -354,13 +406,18 @@ class AVSource(Source):
                 if not self.is_live:
                     raise ImgclassError(f"{self.name}: cannot decode ({getattr(e, 'strerror', None) or e}); "
                                         "the file is corrupt or truncated") from None
-                reason = getattr(e, "strerror", None) or str(e)
+                reason = (f"nothing arrived for {self.options.timeout:g} s" if isinstance(e, av.error.ExitError)
+                          else getattr(e, "strerror", None) or str(e))
             if self._closed:
                 return
             if last_time is not None:
                 offset = last_time + period
             if self.is_live:
-                self._reconnect(reason)
+                if index == 0:  # never a frame: nothing to reconnect to
+                    raise self._no_video(reason)
+                # a stream that reopens but then sends nothing goes on counting attempts, not looping forever
+                attempt = self._reconnect(reason, attempt + 1 if index == index_at_reconnect else 1)
+                index_at_reconnect = index
             elif index == 0:
                 raise ImgclassError(f"{self.name}: no frame could be decoded; the file is corrupt or empty")
             elif loops_left == 0:
@@ -370,24 +427,34 @@ class AVSource(Source):
                 self._container.seek(0)
                 self._stream.codec_context.flush_buffers()  # the decoder was drained at the end
 
-    def _reconnect(self, reason: str) -> None:
-        """Reopen a dropped camera/stream: ``options.retries`` attempts, each logged, then one clear error."""
+    def _reconnect(self, reason: str, first_attempt: int) -> int:
+        """Reopen a dropped camera/stream: attempts ``first_attempt`` to ``options.retries``, each logged,
+        then one clear error. Returns the attempt that reopened it."""
         self._container.close()
         self._container = None
-        for attempt in range(1, self.options.retries + 1):
+        for attempt in range(first_attempt, self.options.retries + 1):
             log.warning(f"{self.name}: stream dropped ({reason}); reconnecting, attempt {attempt} of {self.options.retries}")
             time.sleep(min(0.5 * 2 ** (attempt - 1), 5.0))
             if self._closed:
-                return
+                return attempt
             try:
                 self._open()
                 self.reconnects += 1
                 log.warning(f"{self.name}: reconnected")
-                return
+                return attempt
             except ImgclassError as e:
                 reason = str(e)
         raise ImgclassError(f"{self.name}: stream lost; {self.options.retries} reconnect attempts failed "
                             f"(last: {reason}); check the camera or server, or raise --input-retries")
+
+
+def stream_seconds(stream: av.video.stream.VideoStream) -> float:
+    """How long a video stream says it is, 0 when it does not: its duration, or the DURATION tag
+    that Matroska/WebM writers put in the header (the file's own duration may be an audio track's)."""
+    if stream.duration:
+        return float(stream.duration * stream.time_base)
+    m = re.fullmatch(r"(\d+):(\d\d):(\d\d(?:\.\d+)?)", stream.metadata.get("DURATION", ""))
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else 0.0
 
 
 def to_rgb(frame: av.VideoFrame) -> np.ndarray:
