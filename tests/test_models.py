@@ -1,11 +1,14 @@
 """The registry, the shipped EfficientNet-Lite weights and their preprocessing."""
+import hashlib
+
 import numpy as np
 import pytest
 import torch
 
 from imgclass.errors import ImgclassError
 from imgclass.labels import imagenet_labels, parse_labels
-from imgclass.models import REGISTRY, find_weights, get_spec, require_weights
+from imgclass.media.images import save_image
+from imgclass.models import REGISTRY, find_weights, get_spec, read_weights, require_weights
 from imgclass.models.build import build_model
 
 from conftest import run_cli
@@ -68,3 +71,42 @@ def test_models_command_lists_the_registry():
     line = next(l for l in out.stdout.splitlines() if l.startswith("efficientnet-lite0"))
     assert "yes" in line and "224" in line and "75.5" in line and "(default)" in line
     assert any(l.startswith("googlenet") and " no " in l for l in out.stdout.splitlines())
+
+
+def test_empty_or_truncated_weights_end_in_one_line(monkeypatch, tmp_path):
+    """Found by the registry (the torch hub cache) or given with --weights: the file, and what to do."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    hub = tmp_path / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    (hub / "resnet18-f37072fd.pth").write_bytes(b"")
+    with pytest.raises(ImgclassError) as e:
+        read_weights(get_spec("resnet-18"))
+    assert str(e.value) == (f"{hub / 'resnet18-f37072fd.pth'}: the weights file is empty (0 bytes), an interrupted copy "
+                            f"or download; delete it, then put resnet18-f37072fd.pth in {hub}; or pass --weights FILE")
+    lite0 = get_spec("efficientnet-lite0")
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(find_weights(lite0).read_bytes()[:5000])
+    with pytest.raises(ImgclassError, match=f"^{cut}: cannot read these weights \\(EOFError\\); the file is truncated, "
+                                            "damaged or not a weights file: pass a good weights file to --weights$"):
+        build_model(lite0, cut)
+    image = tmp_path / "red.png"
+    save_image(image, np.full((16, 16, 3), (255, 0, 0), np.uint8))
+    out = run_cli("classify", str(image), "--network", "resnet-18", "--weights", str(hub / "resnet18-f37072fd.pth"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip().endswith("the weights file is empty (0 bytes), an interrupted copy or download; "
+                                       "pass a good weights file to --weights")
+
+
+def test_weights_are_loaded_from_the_bytes_read_and_hashed(tmp_path):
+    """``read_weights`` reads the file once: the cache key's digest and the model come from the
+    same bytes even when the file is replaced in between."""
+    spec = get_spec("timm:test_efficientnet")
+    path = tmp_path / "w.pth"
+    torch.manual_seed(0)
+    first = build_model(spec, pretrained=False).state_dict()
+    torch.save(first, path)
+    weights = read_weights(spec, path)
+    assert weights.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    torch.save({k: v + 1 if v.is_floating_point() else v for k, v in first.items()}, path)  # replaced meanwhile
+    loaded = build_model(spec, weights).state_dict()
+    assert all(torch.equal(loaded[k], first[k]) for k in first)

@@ -10,7 +10,7 @@ from onnx import TensorProto, helper
 import imgclass
 from imgclass.errors import ImgclassError
 
-from conftest import DATA, run_cli, run_python
+from conftest import EXAMPLES, run_cli, run_python
 
 
 def tiny_onnx(path, weights, input_name="input_0", output_name="output_0", batch="N", softmax=True):
@@ -96,7 +96,7 @@ def test_a_warm_run_does_not_import_torch(classifier):
     # the whole command line too: its parser knows every verb without importing their libraries
     code = ("import sys; from imgclass.cli import main; main(['classify', sys.argv[1]]); "
             "print('torch' in sys.modules)")
-    out = run_python("-c", code, DATA / "images" / "orange_0.jpg")
+    out = run_python("-c", code, EXAMPLES / "orange.jpg")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0].endswith("% class #950 (orange)") and lines[1:] == ["False"]

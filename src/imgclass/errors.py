@@ -7,3 +7,9 @@ class ImgclassError(Exception):
     Messages say what went wrong, where, and what to do, e.g.
     ``ImgclassError("cat.jpg: not found; check the path")``.
     """
+
+
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """A library exception in a few words for an ImgclassError message: its first line, or its
+    type's name when it has no message (torch.load raises a bare EOFError on an empty file)."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:limit]

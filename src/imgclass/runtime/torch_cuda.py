@@ -24,7 +24,7 @@ from ..errors import ImgclassError
 from ..media.images import open_image
 from ..parallel import prefetched
 from ..preprocess import Preprocess
-from .cache import cache_dir, cache_key
+from .cache import cache_dir, cache_key, writable_dir
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 DECODE_THREADS = 4  # nvJPEG batches decoded side by side: 3.7k -> 6.6k img/s on an H200 (BENCHMARKS.md)
@@ -63,7 +63,10 @@ class TorchEngine:
         self._compiled = None
         if compile:
             key = cache_key(torch.cuda.get_device_name(self.device), torch.__version__, precision)
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor" / key))
+            inductor = cache_dir() / "inductor" / key
+            # inductor fails on a folder it cannot write: then it keeps its own temp folder
+            if "TORCHINDUCTOR_CACHE_DIR" not in os.environ and writable_dir(inductor):
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
             self._compiled = torch.compile(self._forward, dynamic=False)
         with torch.inference_mode():
             self.num_outputs = self.model(torch.zeros(1, 3, preprocess.size, preprocess.size, device=self.device,
