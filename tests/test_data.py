@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imgclass.data import check_dataset, decode_images, find_dataset, write_split
+from imgclass.data import check_dataset, decode_images, find_dataset, hash_split, write_split
 from imgclass.errors import ImgclassError
 from imgclass.preprocess import Preprocess
 
@@ -107,3 +107,35 @@ def test_bad_dataset_paths_are_one_line_errors(tmp_path):
     make_images(tmp_path / "only" / "red", COLOURS["red"], 2, 0)
     with pytest.raises(ImgclassError, match="at least 2"):
         find_dataset(tmp_path / "only")
+
+
+def test_a_stale_split_keeps_its_assignments_and_places_new_images_by_content(tmp_path):
+    root = make_class_folders(tmp_path / "ds")
+    ds = find_dataset(root, val_split=0.2)
+    split = write_split(tmp_path / "split.json", ds, 0.2)
+    make_images(tmp_path / "new", COLOURS["red"], 5, seed=99)
+    added = [p.rename(root / "red" / f"new{i}.png") for i, p in enumerate(sorted((tmp_path / "new").iterdir()))]
+    removed = ds.train[0][0]
+    removed.unlink()
+    again = find_dataset(root, val_split=0.2, split_file=split)
+    train, val = {p for p, _ in again.train}, {p for p, _ in again.val}
+    assert {p for p, _ in ds.train} - {removed} <= train and {p for p, _ in ds.val} <= val, "old images keep their side"
+    assert set(added) <= train | val and removed not in train | val
+    # New images go where a fresh content split of the whole dataset puts them.
+    assert {p for p in added if p in val} == {p for p, _ in hash_split(again.train + again.val, 0.2)[1] if p in added}
+    assert not again.split_saved
+    assert any("5 new image(s)" in w and "1 removed" in w for w in again.warnings), again.warnings
+    # Written down again, the split is exact: nothing to say, nothing to write.
+    current = find_dataset(root, val_split=0.2, split_file=write_split(split, again, 0.2))
+    assert current.split_saved and not current.warnings and current.val == again.val
+
+
+def test_warns_about_a_one_class_labels_list_and_a_class_only_in_val(tmp_path):
+    for split in ("train", "val"):
+        make_images(tmp_path / split / "red", COLOURS["red"], 2, seed=0)
+    make_images(tmp_path / "val" / "green", (30, 220, 30), 2, seed=1)
+    (tmp_path / "labels.txt").write_text("red\n")
+    ds = find_dataset(tmp_path)
+    assert ds.classes == ["red"] and len(ds.warnings) == 2, ds.warnings
+    assert "lists only 1 class (red)" in ds.warnings[0]
+    assert "val/green has images but there is no" in ds.warnings[1] and "not trained" in ds.warnings[1]

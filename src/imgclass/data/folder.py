@@ -3,7 +3,8 @@ optional ``DIR/test/<class>/*`` and ``DIR/labels.txt``; or class folders only, s
 
 The split of a dataset without a val folder depends only on the files' bytes (sha256), never on
 their names, dates or the order the disk lists them, and it is written to ``split.json`` so a run
-(or its resume) sees exactly the same images.
+(or its resume) sees exactly the same images. Images added later are placed by the same rule, and
+the images already split keep their side.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Dataset:
         classes: class names; a sample's label is an index into this list.
         train, val, test: ``(path, label)`` pairs (``test`` may be empty).
         split: how val was made: "folders" (a val folder) or "hash" (split by content).
+        split_saved: True when train and val are exactly what the split file holds (nothing to write).
         skipped: files that are not images (by suffix), as ``(path, reason)``.
         warnings: non-fatal findings about the layout (e.g. a folder missing from labels.txt).
 
@@ -44,6 +46,7 @@ class Dataset:
     val: list[tuple[Path, int]]
     test: list[tuple[Path, int]] = field(default_factory=list)
     split: str = "folders"
+    split_saved: bool = False
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -54,7 +57,8 @@ def find_dataset(root: str | Path, val_split: float = 0.2, split_file: str | Pat
     Args:
         root: the dataset folder.
         val_split: fraction of each class held out for validation when there is no val folder.
-        split_file: a ``split.json`` written by an earlier run; when it exists its split is reused.
+        split_file: a ``split.json`` written by an earlier run; when it exists its split is reused
+            (images added since are placed by content, images gone are dropped: ``follow_split``).
 
     Raises:
         ImgclassError: no such folder, no class folders, labels.txt naming a missing folder, a bad split file.
@@ -71,13 +75,17 @@ def find_dataset(root: str | Path, val_split: float = 0.2, split_file: str | Pat
     ds.train = _samples(train_dir, ds.classes, ds.skipped)
     if val_dir is not None:
         ds.val = _samples(val_dir, ds.classes, ds.skipped, required=False)
+        ds.warnings += _val_only_classes(train_dir, val_dir, ds.classes)
     if (root / "test").is_dir():
         ds.test = _samples(root / "test", ds.classes, ds.skipped, required=False)
     if val_dir is None:
         ds.split = "hash"
         saved = Path(split_file) if split_file is not None else None
         if saved is not None and saved.is_file():
-            ds.train, ds.val = read_split(saved, root, ds.classes)
+            ds.train, ds.val, change = follow_split(ds.train, *read_split(saved, root, ds.classes), val_split)
+            ds.split_saved = change is None
+            if change is not None:
+                ds.warnings.append(f"{saved}: {change}")
         else:
             ds.train, ds.val = hash_split(ds.train, val_split)
     return ds
@@ -98,11 +106,23 @@ def _class_names(root: Path, train_dir: Path, warnings: list[str]) -> list[str]:
         extra = [f for f in folders if f not in classes]
         if extra:
             warnings.append(f"folder(s) {', '.join(extra)} in {train_dir} are not in labels.txt and are ignored")
+        if len(classes) == 1:
+            warnings.append(f"{root / 'labels.txt'} lists only 1 class ({classes[0]}), so the model will answer "
+                            f"{classes[0]} for every image; list 2 or more classes")
         return classes
     if len(folders) < 2:
         raise ImgclassError(f"{train_dir}: found {len(folders)} class folder(s); a classifier needs at least 2 "
                             "(lay the dataset out as train/<class>/*.jpg)")
     return folders
+
+
+def _val_only_classes(train_dir: Path, val_dir: Path, classes: list[str]) -> list[str]:
+    """Warnings for class folders with images in val but no folder in train (such a class is not trained)."""
+    return [f"{val_dir / name} has images but there is no {train_dir / name} folder: class {name} is not trained "
+            f"and its val images are ignored; add training images to {train_dir / name}/"
+            for name in sorted((p.name for p in val_dir.iterdir() if p.is_dir() and p.name not in classes
+                                and not (train_dir / p.name).is_dir()), key=natural_key)
+            if any(f.suffix.lower() in IMAGE_SUFFIXES for f in (val_dir / name).iterdir())]
 
 
 def _samples(split_dir: Path, classes: list[str], skipped: list, required: bool = True) -> list[tuple[Path, int]]:
@@ -159,7 +179,7 @@ def write_split(path: str | Path, ds: Dataset, val_split: float) -> Path:
 
 
 def read_split(path: Path, root: Path, classes: list[str]) -> tuple[list, list]:
-    """The split an earlier run wrote; its classes must be the dataset's."""
+    """The (train, val) an earlier run wrote (some files may be gone since); its classes must be the dataset's."""
     try:
         doc = json.loads(path.read_text())
         if doc["classes"] != classes:
@@ -168,7 +188,28 @@ def read_split(path: Path, root: Path, classes: list[str]) -> tuple[list, list]:
         parts = [[(root / p, int(l)) for p, l in doc[k]] for k in ("train", "val")]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ImgclassError(f"{path}: unreadable split file ({e}); delete it to split the dataset again") from None
-    gone = [p for part in parts for p, _ in part if not p.is_file()]
-    if gone:
-        raise ImgclassError(f"{path}: {len(gone)} listed file(s) are gone (e.g. {gone[0]}); delete it to split again")
     return parts[0], parts[1]
+
+
+def follow_split(samples: list[tuple[Path, int]], train: list, val: list, val_split: float) -> tuple[list, list, str | None]:
+    """Split ``samples`` (the dataset's images now) as a saved split (``train``, ``val``) did.
+
+    Images in the saved split keep their side; images added since go where ``hash_split`` of all
+    ``samples`` puts them (the rule that made the split); images gone since are dropped.
+
+    Returns:
+        (train, val, what changed in one line, or None when the saved split is still exact).
+    """
+    in_val = {p: False for p, _ in train} | {p: True for p, _ in val}
+    present = {p for p, _ in samples}
+    added = [p for p, _ in samples if p not in in_val]
+    gone = [p for p in in_val if p not in present]
+    if not added and not gone:
+        return train, val, None
+    new_val = {p for p, _ in hash_split(samples, val_split)[1]}
+    in_val |= {p: p in new_val for p in added}
+    n_val = sum(in_val[p] for p in added)
+    change = (f"the dataset changed since this split was written: {len(added)} new image(s) placed by content "
+              f"({len(added) - n_val} train, {n_val} val), {len(gone)} removed image(s) dropped; "
+              "the others keep their side")
+    return [s for s in samples if not in_val[s[0]]], [s for s in samples if in_val[s[0]]], change

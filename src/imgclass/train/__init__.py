@@ -6,7 +6,8 @@ from importlib import import_module
 
 from .config import BEST, CHECKPOINT, TrainConfig
 
-_LAZY = {"train": "engine", "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint"}
+_LAZY = {"train": "engine", "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint",
+         "resume_config": "checkpoint"}
 __all__ = ["BEST", "CHECKPOINT", "TrainConfig", *_LAZY]
 
 

@@ -2,40 +2,72 @@
 reads them and a checkpoint from an untrusted source cannot run code. Written atomically."""
 from __future__ import annotations
 
+import io
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import ImgclassError
+from ..errors import ImgclassError, first_line
 from ..media.images import atomic_write
 from ..models import get_spec
 from ..preprocess import Preprocess
-from .config import BEST, CHECKPOINT, FORMAT
-
+from .config import BEST, CHECKPOINT, FORMAT, TrainConfig
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """Write ``state`` (see ``train.engine``) with torch.save, atomically."""
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """Write ``state`` (see ``train.engine``) with torch.save, atomically: a failed write leaves the
+    previous file at ``path`` as it was.
+
+    Raises:
+        ImgclassError: the file cannot be written (a full disk, ...).
+    """
+    path = Path(path)
+    buffer = io.BytesIO()
+    # Serialized in memory first: a full disk then fails in a plain write, with its errno
+    # (torch's own file writer reports it as "unexpected pos 576 vs 534").
+    torch.save(state, buffer)
+    try:
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
+    except OSError as e:
+        kept = f"the previous one is unchanged: free space, then continue with --resume {path}" if path.is_file() \
+            else "free space and train again"
+        raise ImgclassError(f"{path}: cannot save the checkpoint ({e.strerror or e}); {kept}") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a checkpoint safely (``weights_only=True``): tensors and plain data only.
 
     Raises:
-        ImgclassError: missing, unreadable, or not an imgclass checkpoint.
+        ImgclassError: missing, empty, unreadable, or not an imgclass checkpoint.
     """
     path = Path(path)
     if not path.is_file():
         raise ImgclassError(f"{path}: checkpoint not found; check the path (runs write {CHECKPOINT} and {BEST})")
+    if path.stat().st_size == 0:
+        raise ImgclassError(f"{path}: empty file (0 bytes), not a checkpoint; its copy or download was cut short: "
+                            f"use another {CHECKPOINT} or {BEST}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a corrupt file or one holding code: the message says which
-        raise ImgclassError(f"{path}: cannot load checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise ImgclassError(f"{path}: cannot load checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "state_dict" not in state:
         raise ImgclassError(f"{path}: not an imgclass training checkpoint; give {CHECKPOINT} or {BEST} from a run")
     return state
+
+
+def resume_config(path: str | Path, **given) -> TrainConfig:
+    """The settings to continue the run of checkpoint ``path``: the checkpoint's own, but for those
+    ``given``; the run goes on in the checkpoint's folder unless ``model_dir`` is given.
+
+    Example:
+        >>> cfg = resume_config("runs/ants/checkpoint.pth.tar", dataset="data/ants", epochs=10)  # doctest: +SKIP
+        >>> train(cfg, resume="runs/ants/checkpoint.pth.tar")  # doctest: +SKIP
+    """
+    saved = load_checkpoint(path)["config"]
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{**{k: v for k, v in saved.items() if k in names}, "model_dir": str(Path(path).parent), **given})
 
 
 def model_from_checkpoint(state: dict) -> tuple[nn.Module, Preprocess, list[str]]:
@@ -47,5 +79,5 @@ def model_from_checkpoint(state: dict) -> tuple[nn.Module, Preprocess, list[str]
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as e:
-        raise ImgclassError(f"checkpoint does not fit {spec.name}: {str(e).splitlines()[0]}") from None
+        raise ImgclassError(f"checkpoint does not fit {spec.name}: {first_line(e)}") from None
     return model.eval(), Preprocess.from_json(state["preprocess"]), list(state["classes"])

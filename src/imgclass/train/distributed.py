@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from contextlib import contextmanager, redirect_stderr
 from typing import Iterator, NamedTuple
 
@@ -35,6 +36,10 @@ class World(NamedTuple):
     def main(self) -> bool:
         """Rank 0: the one that writes files and prints."""
         return self.rank == 0
+
+
+# Set in the processes ``launch`` starts: their launcher, not rank 0, reports a Ctrl-C.
+LAUNCHED = "IMGCLASS_LAUNCHED"
 
 
 def env_rank() -> int:
@@ -153,6 +158,7 @@ def launch(argv: list[str], nproc: int) -> None:
 
     Raises:
         ImgclassError: a process failed (it printed its own error) or the launcher was stopped by a signal.
+        KeyboardInterrupt: Ctrl-C (the processes stop with the launcher).
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -164,8 +170,11 @@ def launch(argv: list[str], nproc: int) -> None:
     os.environ.setdefault("NCCL_NVLS_ENABLE", "0")
     # torchrun would give each process 1 thread (and warn); share the cores instead.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ[LAUNCHED] = "1"
     # Its per-process failure lines would repeat what the processes and the error raised below say.
     logging.getLogger("torch.distributed.elastic.multiprocessing.api").setLevel(logging.CRITICAL)
+    # And its "Received 2 death signal, shutting down workers" what the Ctrl-C line below says.
+    logging.getLogger("torch.distributed.elastic.agent.server.api").setLevel(logging.ERROR)
     args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={nproc}", "--module", "imgclass", *argv])
     try:
         run(args)
@@ -174,4 +183,6 @@ def launch(argv: list[str], nproc: int) -> None:
         raise ImgclassError(f"{len(e.failures)} of {nproc} training processes failed (exit codes {codes}; "
                             "see the errors above)") from None
     except SignalException as e:
+        if e.sigval == signal.SIGINT:
+            raise KeyboardInterrupt from None
         raise ImgclassError(f"training stopped by {e.sigval.name}; continue with --resume MODEL_DIR/checkpoint.pth.tar") from None

@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,15 +45,11 @@ from ..models import get_spec
 from ..preprocess import Preprocess
 from . import report
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import BEST, CHECKPOINT, FORMAT, TrainConfig
+from .config import BEST, CHECKPOINT, FORMAT, NETWORK_SETTINGS, TrainConfig
 from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
                           quiet_unless_main, setup, shard, teardown)
 from .head import choose_l2, fit_head, head_prior
 from .parts import Parts, split_model, trainable_tail_parameters
-
-
-# Run-level settings a resumed run takes from the caller; everything else comes from the checkpoint.
-RESUME_OVERRIDES = ("dataset", "model_dir", "epochs", "patience", "workers", "device")
 
 
 def log(message: str) -> None:
@@ -210,8 +206,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
     """Train a classifier on ``cfg.dataset``; writes the run's files to ``cfg.model_dir``.
 
     Args:
-        cfg: the run's settings.
-        resume: a checkpoint.pth.tar to continue from (its settings win, but for RESUME_OVERRIDES).
+        cfg: the run's settings; to continue a run with the checkpoint's own, build them with
+            ``resume_config`` (only the network, ``NETWORK_SETTINGS``, must stay the checkpoint's).
+        resume: a checkpoint.pth.tar to continue from.
         start_epoch: the first epoch to run (default: the one after the checkpoint's).
 
     Returns:
@@ -236,8 +233,7 @@ def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoc
     started = time.perf_counter()
     state = load_checkpoint(resume) if resume is not None else None
     if state is not None:
-        saved = {f.name: state["config"][f.name] for f in fields(TrainConfig) if f.name in state["config"]}
-        cfg = replace(TrainConfig(**saved), **{k: getattr(cfg, k) for k in RESUME_OVERRIDES})
+        check_resumable(state, cfg, resume)
     device = world.device
     model_dir = Path(cfg.model_dir)
     if world.main:
@@ -249,17 +245,20 @@ def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoc
     if state is not None and state["classes"] != ds.classes:
         raise ImgclassError(f"{resume} was trained on classes {state['classes']}, the dataset has {ds.classes}; "
                             "resume with the same dataset")
-    train_images, bad_train = decode_images(ds.train, preprocess, cfg.workers, "decode train")
-    val_images, bad_val = decode_images(ds.val, preprocess, cfg.workers, "decode val")
+    decode_on = str(device) if device.type == "cuda" else "cpu"
+    train_images, bad_train = decode_images(ds.train, preprocess, cfg.workers, "decode train", decode_on)
+    val_images, bad_val = decode_images(ds.val, preprocess, cfg.workers, "decode val", decode_on)
     for warning in check_dataset(ds.classes, train_images, val_images, ds.skipped + bad_train + bad_val) + ds.warnings:
         log(f"imgclass: warning: {warning}")
     log(count_table(ds.classes, train_images, val_images))
     if world.main:
         atomic_write(model_dir / "labels.txt", lambda tmp: Path(tmp).write_text("\n".join(ds.classes) + "\n"))
-    if world.main and ds.split == "hash" and not (model_dir / SPLIT_FILE).is_file():
+    if world.main and ds.split == "hash" and not ds.split_saved:
+        new = not (model_dir / SPLIT_FILE).is_file()
         write_split(model_dir / SPLIT_FILE, ds, cfg.val_split)
-        log(f"imgclass: no val folder: split {1 - cfg.val_split:.0%}/{cfg.val_split:.0%} by file content, "
-            f"written to {model_dir / SPLIT_FILE}")
+        if new:
+            log(f"imgclass: no val folder: split {1 - cfg.val_split:.0%}/{cfg.val_split:.0%} by file content, "
+                f"written to {model_dir / SPLIT_FILE}")
 
     model, prior = _build(spec, cfg, len(ds.classes))
     if state is not None:
@@ -326,6 +325,9 @@ def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoc
     steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
     total_steps, warmup = cfg.epochs * steps_per_epoch, steps_per_epoch
     first = start_epoch if start_epoch is not None else (state["epoch"] + 1 if state is not None else 1)
+    if state is not None and first > cfg.epochs:
+        log(f"imgclass: nothing to train: the run has done epoch {first - 1} of {cfg.epochs}; "
+            "give --epochs N to train up to epoch N")
     for epoch in range(first, cfg.epochs + 1):
         if epoch - best_epoch > cfg.patience:
             log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs (best: epoch {best_epoch})")
@@ -352,6 +354,22 @@ def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoc
                "seconds": time.perf_counter() - started, "model_dir": str(model_dir),
                "table": report.per_class_table(ds.classes, matrix)}
     return summary
+
+
+def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
+    """A checkpoint to resume holds a run's state, and ``cfg`` keeps its network.
+
+    Raises:
+        ImgclassError: a best-model checkpoint (no run state), or a setting in NETWORK_SETTINGS changed.
+    """
+    if "history" not in state:
+        raise ImgclassError(f"{resume}: holds the best model only, not the run's state; resume from {CHECKPOINT} "
+                            "in the same folder")
+    changed = [f"{name} {getattr(cfg, name)} (checkpoint: {state['config'].get(name)})" for name in NETWORK_SETTINGS
+               if getattr(cfg, name) != state["config"].get(name)]
+    if changed:
+        raise ImgclassError(f"{resume}: a resumed run keeps its network, but {', '.join(changed)} was given; "
+                            "drop those flags, or start a new run in another --model-dir")
 
 
 def fit_linear_head(parts: Parts, views: list[torch.Tensor], y: torch.Tensor, classes: list[str],

@@ -10,6 +10,7 @@ from ..data import SPLIT_FILE, decode_images, find_dataset
 from ..errors import ImgclassError
 from ..export import export_onnx
 from ..media.images import list_images
+from ..preprocess import Preprocess
 from .checkpoint import BEST, load_checkpoint, model_from_checkpoint
 
 MAX_PROB_DIFF = 1e-3  # fp32 ONNX Runtime vs torch differ by ~1e-6; more means a broken export
@@ -38,19 +39,26 @@ def export_run(model_dir: str | Path, checkpoint: str | Path | None = None, outp
         True
     """
     model_dir = Path(model_dir)
+    state, model, preprocess, classes = load_run(model_dir, checkpoint)
+    output = Path(output) if output is not None else model_dir / "model.onnx"
+    network = f"{state['arch']} trained on {Path(state['dataset']).name}"
+    export_onnx(model, output, preprocess, classes, network=network, softmax=softmax)
+    paths = check_paths(state, model_dir, check_images, check_count)
+    return {"path": output, **check_agreement(model, output, paths)}
+
+
+def load_run(model_dir: Path, checkpoint: str | Path | None = None) -> tuple[dict, torch.nn.Module, Preprocess, list[str]]:
+    """A run's checkpoint (default ``model_best.pth.tar``; a bare name is looked up in ``model_dir``)
+    and the network, preprocessing and class names rebuilt from it."""
     ckpt = Path(checkpoint) if checkpoint is not None else model_dir / BEST
     if not ckpt.is_file() and (model_dir / ckpt).is_file():
         ckpt = model_dir / ckpt  # jetson's --input is relative to --model-dir
     state = load_checkpoint(ckpt)
-    model, preprocess, classes = model_from_checkpoint(state)
-    output = Path(output) if output is not None else model_dir / "model.onnx"
-    network = f"{state['arch']} trained on {Path(state['dataset']).name}"
-    export_onnx(model, output, preprocess, classes, network=network, softmax=softmax)
-    paths = _check_paths(state, model_dir, check_images, check_count)
-    return {"path": output, **check_agreement(model, output, paths)}
+    return (state, *model_from_checkpoint(state))
 
 
-def _check_paths(state: dict, model_dir: Path, check_images, count: int) -> list[Path]:
+def check_paths(state: dict, model_dir: Path, check_images, count: int) -> list[Path]:
+    """Up to ``count`` images for an export check: ``check_images``, else the run's val images."""
     if check_images is not None:
         paths = list_images(check_images)
     else:
