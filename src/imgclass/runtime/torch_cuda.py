@@ -129,74 +129,60 @@ class TorchEngine:
 
     @torch.inference_mode()
     def preprocess_uint8(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Decoded CHW uint8 device images of any sizes -> normalized NCHW batch, in a few kernels.
-
-        Images are pasted into padded canvases and each one's crop window (the center crop of
-        the resized image, mapped back to source pixels) is resampled by one batched ``roi_align``,
-        which averages ceil(source/target) samples per output pixel: an antialiased resize + crop
-        for many images at once instead of several kernels per image.
-        """
-        return torch.cat([self._resample(group) for group in _canvas_groups(images)])
-
-    def _resample(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
-        p = self.preprocess
-        h_max, w_max = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
-        canvas = torch.zeros(len(images), 3, h_max, w_max, dtype=self.dtype, device=self.device)
-        boxes = []
-        for i, im in enumerate(images):
-            h, w = im.shape[1:]
-            canvas[i, :, :h, :w] = im
-            im.record_stream(torch.cuda.current_stream())  # decoded on a side stream: keep it until this copy ran
-            rw, rh = p.resized_size(w, h)
-            sx, sy = w / rw, h / rh
-            left, top = (rw - p.size) // 2, (rh - p.size) // 2
-            boxes.append((i, left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy))
-        boxes = torch.tensor(boxes, dtype=self.dtype).to(self.device, non_blocking=True)
-        x = roi_align(canvas, boxes, output_size=p.size, sampling_ratio=-1, aligned=True)
-        if p.channel_order == "bgr":
+        """Decoded CHW uint8 device images of any sizes -> normalized NCHW batch (see ``resize_and_crop``)."""
+        x = resize_and_crop(images, self.preprocess, self.dtype)
+        if self.preprocess.channel_order == "bgr":
             x = x.flip(1)
         return ((x - self.mean.to(self.dtype)) * self.inv_std.to(self.dtype)).contiguous(memory_format=torch.channels_last)
 
     def classify_files(self, paths: Sequence[Path], batch_size: int = 256, workers: int = 8
                        ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
-        """Probabilities for image files: bytes read in threads, JPEGs decoded in batches on the GPU
-        (nvJPEG), other formats on the CPU; yields ``(path, probs)`` or ``(path, error)`` in order."""
-        def read(path: Path):
-            path = Path(path)
-            try:
-                if path.suffix.lower() in (".jpg", ".jpeg"):
-                    return read_file(str(path))
-                return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)  # CPU fallback
-            except ImgclassError as e:
-                return e
-            except (OSError, RuntimeError) as e:
-                return ImgclassError(f"{path}: cannot read ({e})")
-
-        def decode(chunk: list) -> tuple[list[Path], list]:
-            batch_paths = [path for path, _ in chunk]
-            return batch_paths, self._decode(batch_paths, [data for _, data in chunk], decoders)
-
+        """Probabilities for image files, decoded in batches on the GPU (``GpuDecoder``); yields
+        ``(path, probs)`` or ``(path, error)`` in order."""
         in_flight = None  # results of the previous batch, still being computed and copied back
         # Three stages overlap: file reads (threads), nvJPEG decode of the next batch (its own thread,
         # its own streams), and resize + network + copy-back of this one (here, on the default stream).
-        with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(DECODE_THREADS) as decoders, \
+        for batch_paths, images in GpuDecoder(self.device, workers).batches(paths, batch_size):
+            good = [i for i, im in enumerate(images) if not isinstance(im, ImgclassError)]
+            probs = None
+            if good:  # queue this batch on the GPU before waiting for the last one: CPU and GPU overlap
+                on_device = self.run_tensor(self.preprocess_uint8([images[i] for i in good]))
+                probs = torch.empty(on_device.shape, pin_memory=True)
+                probs.copy_(on_device, non_blocking=True)
+            done, in_flight = in_flight, (batch_paths, images, good, probs, _record_event())
+            if done:
+                yield from _results(*done)
+        if in_flight:
+            yield from _results(*in_flight)
+
+
+class GpuDecoder:
+    """Image files -> decoded CHW uint8 tensors on the GPU, a batch at a time: bytes read in threads,
+    JPEGs decoded by nvJPEG in DECODE_THREADS parts side by side (each on its own stream, so waiting
+    for it never waits for other GPU work), other formats decoded on the CPU and uploaded.
+
+    Example:
+        >>> for paths, images in GpuDecoder("cuda").batches(files, 256):  # doctest: +SKIP
+        ...     pixels = resize_and_crop(images, preprocess)
+    """
+
+    def __init__(self, device: str | torch.device = "cuda", workers: int = 8):
+        self.device, self.workers = torch.device(device), workers
+
+    def batches(self, paths: Sequence[Path], batch_size: int = 256) -> Iterator[tuple[list[Path], list]]:
+        """Yield ``(paths, images)`` per batch, in order; a file that cannot be read or decoded gives its
+        ImgclassError in place of the image. The next batch decodes while the caller uses this one."""
+        with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(DECODE_THREADS) as decoders, \
                 ThreadPoolExecutor(1) as decode_stage:
-            reads = prefetched(pool, lambda path: (path, read(path)), iter(paths), ahead=2 * batch_size)
-            for [(batch_paths, images)] in prefetched(decode_stage, decode, reads, ahead=2):
-                good = [i for i, im in enumerate(images) if not isinstance(im, ImgclassError)]
-                probs = None
-                if good:  # queue this batch on the GPU before waiting for the last one: CPU and GPU overlap
-                    on_device = self.run_tensor(self.preprocess_uint8([images[i] for i in good]))
-                    probs = torch.empty(on_device.shape, pin_memory=True)
-                    probs.copy_(on_device, non_blocking=True)
-                done, in_flight = in_flight, (batch_paths, images, good, probs, _record_event())
-                if done:
-                    yield from _results(*done)
-            if in_flight:
-                yield from _results(*in_flight)
+            def decode(chunk: list) -> tuple[list[Path], list]:
+                batch_paths = [path for path, _ in chunk]
+                return batch_paths, self._decode(batch_paths, [data for _, data in chunk], decoders)
+
+            reads = prefetched(pool, lambda path: (Path(path), _read(Path(path))), iter(paths), ahead=2 * batch_size)
+            for [decoded] in prefetched(decode_stage, decode, reads, ahead=2):
+                yield decoded
 
     def _decode(self, paths: Sequence[Path], raw: list, decoders: ThreadPoolExecutor) -> list:
-        """Decode a batch: JPEG bytes on the GPU in DECODE_THREADS parts at once, CPU-decoded images uploaded."""
         jpeg = [i for i, r in enumerate(raw) if isinstance(r, torch.Tensor) and r.ndim == 1]
         out = [r.to(self.device) if isinstance(r, torch.Tensor) and r.ndim == 3 else r for r in raw]
         step = -(-len(jpeg) // DECODE_THREADS) if jpeg else 1
@@ -208,23 +194,79 @@ class TorchEngine:
         return out
 
     def _decode_jpegs(self, paths: Sequence[Path], raw: list[torch.Tensor]) -> list:
-        stream = torch.cuda.Stream(self.device)  # its own stream: waiting for it never waits for the network
+        stream = torch.cuda.Stream(self.device)
         with torch.cuda.stream(stream):
-            decoded = self._decode_on_current_stream(paths, raw)
+            try:
+                decoded = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device)
+            except RuntimeError:  # one corrupt file fails the batch: decode one by one to find it
+                decoded = [self._decode_one(path, data) for path, data in zip(paths, raw)]
         stream.synchronize()  # done before another thread uses the pixels
         return decoded
 
-    def _decode_on_current_stream(self, paths: Sequence[Path], raw: list[torch.Tensor]) -> list:
+    def _decode_one(self, path: Path, data: torch.Tensor) -> torch.Tensor | ImgclassError:
         try:
-            decoded = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError:  # one corrupt file fails the batch: decode one by one to find it
-            decoded = []
-            for path, data in zip(paths, raw):
-                try:
-                    decoded.append(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
-                except RuntimeError as e:
-                    decoded.append(ImgclassError(f"{path}: corrupt or truncated JPEG ({str(e).splitlines()[0]})"))
-        return decoded
+            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError as e:
+            return ImgclassError(f"{path}: corrupt or truncated JPEG ({str(e).splitlines()[0]})")
+
+
+def _read(path: Path) -> torch.Tensor | ImgclassError:
+    """A JPEG's bytes (1-D uint8, for nvJPEG), another format decoded on the CPU (CHW uint8), or the error."""
+    try:
+        if path.suffix.lower() in (".jpg", ".jpeg"):
+            return read_file(str(path))
+        return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)
+    except ImgclassError as e:
+        return e
+    except (OSError, RuntimeError) as e:
+        return ImgclassError(f"{path}: cannot read ({e})")
+
+
+@torch.inference_mode()
+def resize_and_crop(images: Sequence[torch.Tensor], preprocess: Preprocess, dtype: torch.dtype = torch.float32
+                    ) -> torch.Tensor:
+    """Decoded CHW uint8 device images of any sizes -> NCHW ``dtype`` batch of their resized center
+    crops (``preprocess``'s geometry), on the 0..255 scale, in a few kernels.
+
+    Images are pasted into padded canvases and each one's crop window (the center crop of the resized
+    image, mapped back to source pixels) is resampled by one batched ``roi_align``, which averages
+    ceil(source/target) samples per output pixel: an antialiased resize + crop for many images at
+    once instead of several kernels per image.
+    """
+    return torch.cat([_resample(group, preprocess, dtype) for group in _canvas_groups(images)])
+
+
+def _resample(images: Sequence[torch.Tensor], p: Preprocess, dtype: torch.dtype) -> torch.Tensor:
+    device = images[0].device
+    h_max, w_max = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
+    canvas = torch.zeros(len(images), 3, h_max, w_max, dtype=dtype, device=device)
+    boxes = []
+    for i, im in enumerate(images):
+        h, w = im.shape[1:]
+        canvas[i, :, :h, :w] = im
+        im.record_stream(torch.cuda.current_stream())  # decoded on a side stream: keep it until this copy ran
+        rw, rh = p.resized_size(w, h)
+        sx, sy = w / rw, h / rh
+        left, top = (rw - p.size) // 2, (rh - p.size) // 2
+        boxes.append((i, left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy))
+    boxes = torch.tensor(boxes, dtype=dtype).to(device, non_blocking=True)
+    return roi_align(canvas, boxes, output_size=p.size, sampling_ratio=-1, aligned=True)
+
+
+def decode_to_pixels(paths: Sequence[Path], preprocess: Preprocess, device: str | torch.device = "cuda",
+                     batch_size: int = 256) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
+    """Image files -> their resized center crops as HxWx3 uint8 RGB host arrays (what
+    ``Preprocess.resize_and_crop`` gives on the CPU), decoded and resampled on the GPU; yields
+    ``(path, pixels)`` or ``(path, error)`` in order. Training's decode-once step on CUDA.
+    """
+    for batch_paths, images in GpuDecoder(device).batches(paths, batch_size):
+        good = [i for i, im in enumerate(images) if not isinstance(im, ImgclassError)]
+        crops = {}
+        if good:
+            x = resize_and_crop([images[i] for i in good], preprocess).round().clamp(0, 255)
+            crops = dict(zip(good, x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()))
+        for i, path in enumerate(batch_paths):
+            yield path, crops.get(i, images[i])
 
 
 def _record_event() -> torch.cuda.Event:
