@@ -8,8 +8,12 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+# The sample photos the repository ships (the README's first command): every checkout has them.
+EXAMPLES = ROOT / "examples" / "images"
 # ../shared/data beside the checkout; IMGCLASS_DATA points elsewhere (the GPU machine gets a copy).
-DATA = Path(os.environ.get("IMGCLASS_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+# A fresh clone has no ../shared: tests that need it skip (data_dir), the rest pass.
+DATA = Path(os.environ.get("IMGCLASS_DATA") or ROOT.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,10 +29,10 @@ def private_cache(tmp_path_factory):
 
 
 def data_dir(name: str) -> Path:
-    """A folder of ../shared/data, or skip the test saying why."""
+    """A folder of ../shared/data, or skip the test saying why: the one gate for every test that needs it."""
     path = DATA / name
     if not path.exists():
-        pytest.skip(f"real data folder {path} is absent (see ../shared/data/README.md)")
+        pytest.skip(f"needs ../shared/data ({name}), absent at {path}; IMGCLASS_DATA can point at the data folder")
     return path
 
 

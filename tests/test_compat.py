@@ -1,7 +1,7 @@
 """The jetson-inference / jetson-utils shims: the tutorial's scripts run unchanged."""
 import numpy as np
 
-from conftest import run_python
+from conftest import EXAMPLES, run_python
 
 MY_RECOGNITION = '''#!/usr/bin/python3
 import jetson.inference
@@ -32,29 +32,29 @@ print("image is recognized as '{:s}' (class #{:d}) with {:f}% confidence".format
 '''
 
 
-def test_my_recognition_runs_unchanged(tmp_path, images_dir, classifier):
+def test_my_recognition_runs_unchanged(tmp_path, classifier):
     script = tmp_path / "my-recognition.py"
     script.write_text(MY_RECOGNITION)
-    out = run_python(script, images_dir / "black_bear.jpg", "--network", "efficientnet-lite0")
+    out = run_python(script, EXAMPLES / "black_bear.jpg", "--network", "efficientnet-lite0")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("image is recognized as 'American black bear") and "(class #295)" in out.stdout
 
 
-def test_a_network_without_weights_names_the_installed_ones(tmp_path, images_dir):
+def test_a_network_without_weights_names_the_installed_ones(tmp_path):
     script = tmp_path / "my-recognition.py"
     script.write_text(MY_RECOGNITION)
-    out = run_python(script, images_dir / "black_bear.jpg")  # jetson's default: googlenet, absent here
+    out = run_python(script, EXAMPLES / "black_bear.jpg")  # jetson's default: googlenet, absent here
     assert out.returncode == 1
     assert "no weights for 'googlenet'" in out.stderr and "efficientnet-lite0" in out.stderr
     assert "Traceback" not in out.stderr
 
 
-def test_image_net_api(images_dir, classifier, tmp_path):
+def test_image_net_api(classifier, tmp_path):
     from jetson_inference import imageNet
     from jetson_utils import cudaFont, loadImage, saveImage
 
     net = imageNet(argv=["imagenet.py", "--network=efficientnet-lite0"])
-    img = loadImage(str(images_dir / "orange_0.jpg"))
+    img = loadImage(str(EXAMPLES / "orange.jpg"))
     assert (img.width, img.height) == (img.shape[1], img.shape[0]) and img.format == "rgb8"
     idx, conf = net.Classify(img)
     assert idx == 950 and net.GetClassDesc(idx) == "orange" and net.GetClassSynset(idx).startswith("n07747607")
