@@ -159,9 +159,9 @@ def test_resolve_stays_inside_the_dataset(tmp_path):
 
 # --- frame extraction ------------------------------------------------------------------------
 def test_extract_every_nth_frame(tmp_path, video):
-    saved = extract_frames(video, Dataset(tmp_path), "bottle", every=30)
+    saved, damage = extract_frames(video, Dataset(tmp_path), "bottle", every=30)
     files = sorted((tmp_path / "train" / "bottle").iterdir())
-    assert len(saved) == len(files) == 40  # frames 0, 30, ..., 1170 of 1189
+    assert len(saved) == len(files) == 40 and damage == ""  # frames 0, 30, ..., 1170 of 1189
     assert Image.open(files[0]).size == (640, 360)
     assert (tmp_path / "labels.txt").read_text() == "bottle\n"
 

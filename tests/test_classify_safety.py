@@ -3,6 +3,7 @@ import json
 import shutil
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -159,3 +160,50 @@ def test_an_engine_that_decodes_files_serves_every_file_route(classifier, large_
     assert plain == kept == classifier.classify_batch([large_jpeg])[0] == [(7, classifier.labels[7], pytest.approx(0.9))]
     assert frame.shape[1::-1] == Image.open(large_jpeg).size and isinstance(missing, ImgclassError)
     assert classifier.classify(imgclass.load_image(large_jpeg))[0].label == "banana"
+
+
+@pytest.fixture
+def clips(tmp_path) -> Path:
+    """A folder of two tiny videos nobody annotated, as ``clips/*.mp4`` matches them."""
+    from test_media_robust import make_video
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ["a.mp4", "b.mp4"]:
+        make_video(folder / name, frames=3)
+    return folder
+
+
+def test_an_unquoted_video_glob_never_overwrites_the_second_video(clips):
+    before = {p.name: p.read_bytes() for p in clips.iterdir()}
+    out = run_cli("classify", str(clips / "a.mp4"), str(clips / "b.mp4"))  # what the shell makes of clips/*.mp4
+    one_line_error(out, f"{clips / 'b.mp4'}: OUTPUT already exists and is not an annotated copy imgclass wrote",
+                   "unquoted glob", f"for f in {clips}/*.mp4;")
+    assert {p.name: p.read_bytes() for p in clips.iterdir()} == before  # unchanged, and no temporary file left
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.mkv", "out.avi"])
+def test_a_video_sink_replaces_only_a_video_imgclass_wrote(clips, tmp_path, name):
+    from imgclass.media.sinks import is_annotated_video, open_sink
+
+    assert not is_annotated_video(clips / "a.mp4") and not is_annotated_video(EXAMPLES / "orange.jpg")
+    for _ in range(2):  # the mark survives the container: the second sink replaces the first one's file
+        with open_sink(tmp_path / name, frame_rate=30) as sink:
+            for _ in range(2):
+                sink.write(np.zeros((48, 64, 3), np.uint8))
+        assert is_annotated_video(tmp_path / name)
+    with pytest.raises(ImgclassError, match="not an annotated copy imgclass wrote"):
+        open_sink(clips / "b.mp4")
+
+
+def test_classifying_a_video_twice_replaces_its_own_output(clips, tmp_path):
+    from test_runtime import tiny_onnx
+
+    model, labels = tiny_onnx(tmp_path / "tiny.onnx", [[5, -5], [0, 0], [-5, 5]]), tmp_path / "labels.txt"
+    labels.write_text("red\nblue\n")
+    for _ in range(2):
+        out = run_cli("classify", str(clips / "a.mp4"), str(tmp_path / "out.mp4"), "--model", str(model),
+                      "--labels", str(labels))
+        assert out.returncode == 0, out.stderr
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 3

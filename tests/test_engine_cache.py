@@ -165,14 +165,20 @@ def test_a_tool_writing_its_own_cache_gets_a_folder_only_if_writable(tmp_path, c
                                        "writable folder\n")
 
 
-def test_empty_or_corrupt_onnx_files_are_one_line(tmp_path, labels, red_png):
-    empty, cut = tmp_path / "empty.onnx", tmp_path / "cut.onnx"
+def test_empty_or_corrupt_onnx_files_are_one_line(tmp_path, cache, labels, red_png):
+    empty, cut, photo = tmp_path / "empty.onnx", tmp_path / "cut.onnx", tmp_path / "photo.onnx"
     empty.write_bytes(b"")
     cut.write_bytes(tiny_onnx(tmp_path / "whole.onnx", RED_FIRST).read_bytes()[:100])
+    photo.write_bytes(red_png.read_bytes())
     line = one_line_error(run_cli("classify", str(red_png), "--model", str(empty), "--labels", str(labels)))
     assert line.endswith(f"{empty}: empty file (0 bytes), not an ONNX model; copy or export it again")
-    with pytest.raises(ImgclassError, match=f"{cut}: not a valid ONNX model .*INVALID_PROTOBUF.*; export it again"):
+    for bad in [cut, photo]:  # refused before "optimizing ... (first run only)" is said: the error is the only line
+        line = one_line_error(run_cli("classify", str(red_png), "--model", str(bad), "--labels", str(labels)))
+        assert line == f"imgclass: error: {bad}: not a valid ONNX model (it does not parse as ONNX: cut short, or " \
+                       "another kind of file); export it again"
+    with pytest.raises(ImgclassError, match=f"{cut}: not a valid ONNX model .*; export it again"):
         imgclass.Classifier(model=cut, labels=labels)
+    assert not engines(cache)
 
 
 def test_a_run_folder_or_checkpoint_given_to_model(tmp_path, labels, red_png):

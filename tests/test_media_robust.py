@@ -159,3 +159,14 @@ def test_a_stream_that_reopens_but_sends_nothing_runs_out_of_retries(monkeypatch
             for frame in source:
                 frames.append(frame)
     assert len(frames) == 1 and len(reads) == 3
+
+
+def test_capture_saves_the_frames_of_a_truncated_video_then_exits_non_zero(tmp_path):
+    cut = cut_in_half(make_video(tmp_path / "clip.mp4", movflags="faststart"))
+    r = run_cli("capture", cut, "--dataset", tmp_path / "ds", "--class", "bottle", "--every", "1")
+    assert r.returncode == 1, r.stderr
+    saved = list((tmp_path / "ds" / "train" / "bottle").glob("*.jpg"))
+    assert 15 < len(saved) < 35
+    damaged = [line for line in r.stderr.splitlines() if "truncated or damaged" in line]
+    assert len(damaged) == 1 and damaged[0].startswith(f"imgclass: {cut}: ") and "Traceback" not in r.stderr
+    assert f"saved {len(saved)} frames of {cut}" in r.stderr

@@ -6,6 +6,7 @@ Names load on first use, so the command line's parser never imports the video st
 from importlib import import_module
 
 _LAZY = {"Capture": "dataset", "Dataset": "dataset", "validate_class_name": "dataset", "extract_frames": "extract",
+         "Extraction": "extract",
          "LiveFeed": "feed", "CaptureApp": "server", "CaptureServer": "server", "serve": "server"}
 __all__ = list(_LAZY)
 

@@ -2,16 +2,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..errors import ImgclassError
 from ..media.sources import open_source
 from .dataset import Capture, Dataset
 
 
+class Extraction(NamedTuple):
+    """What ``extract_frames`` saved, and why the video ended early ("" when it was whole: see
+    ``Source.damage``); the frames before the damage are saved either way."""
+
+    captures: list[Capture]
+    damage: str
+
+
 def extract_frames(video: str | Path, dataset: Dataset, label: str, *, every: int = 0, fps: float = 0.0,
                    set_name: str = "train", quality: int = 95, max_frames: int = 0,
-                   progress: Callable[[Capture], None] | None = None) -> list[Capture]:
+                   progress: Callable[[Capture], None] | None = None) -> Extraction:
     """Save every ``every``-th frame (or ``fps`` frames per second of video) as captures of ``label``.
 
     Args:
@@ -27,8 +35,9 @@ def extract_frames(video: str | Path, dataset: Dataset, label: str, *, every: in
 
     Example:
         >>> ds = Dataset("data/bottles")  # doctest: +SKIP
-        >>> len(extract_frames("bottle.mp4", ds, "bottle", every=30))  # 1189 frames  # doctest: +SKIP
-        40
+        >>> saved, damage = extract_frames("bottle.mp4", ds, "bottle", every=30)  # 1189 frames  # doctest: +SKIP
+        >>> len(saved), damage  # doctest: +SKIP
+        (40, '')
     """
     if bool(every) == bool(fps):
         raise ImgclassError("give exactly one of --every N (every Nth frame) or --fps F (frames per second)")
@@ -49,4 +58,4 @@ def extract_frames(video: str | Path, dataset: Dataset, label: str, *, every: in
                 progress(saved[-1])
             if max_frames and len(saved) >= max_frames:
                 break
-    return saved
+    return Extraction(saved, source.damage)

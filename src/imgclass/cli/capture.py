@@ -3,10 +3,12 @@ or extract frames of a video into a class folder with no page."""
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from tqdm import tqdm
 
+from . import HelpFormatter
 from .. import capture
 from ..capture.dataset import AUTO, SETS
 from ..errors import ImgclassError
@@ -28,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
     page.add_argument("--host", default="127.0.0.1", help="address the page listens on (0.0.0.0: every machine that can reach this one)")
     page.add_argument("--port", type=int, default=CAPTURE_PORT, help="port of the page (0: any free port)")
     page.add_argument("--model-dir", default=None, metavar="DIR",
-                      help="where the page's Train button puts the model; None: models/<dataset folder name>")
+                      help="where the page's Train button puts the model (default: models/<dataset folder name>)")
     extract = p.add_argument_group("no page: extract frames of a video file into one class")
     extract.add_argument("--class", dest="label", default=None, metavar="NAME", help="class of the extracted frames")
     extract.add_argument("--every", type=int, default=0, metavar="N", help="keep every Nth frame (0: use --fps)")
@@ -48,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("capture", help="collect a labeled dataset from a camera, video or the browser",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                       formatter_class=HelpFormatter,
                        description="Open a local web page to capture a labeled dataset: pick the set and class, press "
                                    "Space (hold it for a burst). With --class, extract frames of a video instead.")
     add_arguments(p)
@@ -57,7 +59,7 @@ def add_parser(sub) -> None:
 
 def jetson_parser() -> argparse.ArgumentParser:
     """The parser behind ``camera-capture``, accepting jetson-inference's spellings."""
-    p = argparse.ArgumentParser(prog="camera-capture", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser(prog="camera-capture", formatter_class=HelpFormatter,
                                 description="Collect a labeled dataset in a web page (jetson-inference camera-capture "
                                             "compatible; the page replaces the Qt window).")
     add_arguments(p, jetson=True)
@@ -93,13 +95,15 @@ def run(args) -> int:
 def run_extract(args, dataset: Dataset) -> int:
     if args.input == BROWSER:
         raise ImgclassError("--class extracts frames of a video file; give its path as INPUT")
+    logging.basicConfig(format="imgclass: %(message)s")  # a truncated video's warning
     with tqdm(desc="extracting", unit="frame", file=sys.stderr, disable=None, leave=False) as bar:
-        saved = capture.extract_frames(args.input, dataset, args.label, every=args.every, fps=args.fps, set_name=args.set,
-                               quality=args.quality, max_frames=args.max_frames, progress=lambda _: bar.update())
+        saved, damage = capture.extract_frames(args.input, dataset, args.label, every=args.every, fps=args.fps,
+                                               set_name=args.set, quality=args.quality, max_frames=args.max_frames,
+                                               progress=lambda _: bar.update())
     folders = sorted({f"{dataset.root / c.set / c.label}" for c in saved})
-    print(f"imgclass capture: saved {plural(len(saved), 'frame')} of {args.input} to {', '.join(folders) or '(none)'}",
-          file=sys.stderr)
-    return 0
+    print(f"imgclass capture: saved {plural(len(saved), 'frame')} of {args.input} to {', '.join(folders) or '(none)'}"
+          + ("; the rest could not be decoded (see above)" if damage else ""), file=sys.stderr)
+    return 1 if damage else 0  # a truncated video: what it had was saved, but not all the user filmed
 
 
 def plural(n: int, word: str) -> str:

@@ -2,7 +2,8 @@
 RTSP streams and the live view. Frames are HxWx3 uint8 RGB; each may carry its timestamp.
 
 Video is encoded by PyAV (H.264 by default); a video file is written under a temporary name and
-renamed when closed, so an interrupted run leaves either nothing or a finalized, playable file.
+renamed when closed, so an interrupted run leaves either nothing or a finalized, playable file. It
+carries imgclass's mark (its comment), and replaces no existing video without it.
 """
 from __future__ import annotations
 
@@ -19,12 +20,11 @@ import cv2
 import numpy as np
 
 from ..errors import ImgclassError
-from .images import ImageSink, atomic_output
+from .images import ANNOTATED_BY, VIDEO_SUFFIXES, ImageSink, atomic_output, check_replaceable
 from .options import SinkOptions, as_fraction
 
 log = logging.getLogger("imgclass.media")
 
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}
 RTP_CLOCK = Fraction(1, 90000)  # RTP's video clock
 ENCODERS = {"h264": "libx264", "h265": "libx265", "vp8": "libvpx", "vp9": "libvpx-vp9", "mpeg4": "mpeg4",
              "mjpeg": "mjpeg"}
@@ -97,6 +97,17 @@ def open_sink(uri: str | Path | None, options: SinkOptions | None = None, frame_
     if Path(text).suffix.lower() in VIDEO_SUFFIXES:
         return VideoFileSink(text, opts, rate)
     return ImageFilesSink(text)
+
+
+def is_annotated_video(path: str | Path) -> bool:
+    """Whether ``path`` is a video a VideoFileSink wrote: its container comment is imgclass's mark
+    (mp4, mov, mkv, webm and avi all keep it; Matroska spells the key COMMENT)."""
+    try:
+        with av.open(str(path)) as container:
+            tags = {key.lower(): value for key, value in container.metadata.items()}
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
+    return tags.get("comment") == ANNOTATED_BY
 
 
 class NullSink(Sink):
@@ -255,12 +266,17 @@ class VideoFileSink(AVSink):
         webm = suffix == ".webm"
         if webm and options.codec not in (None, "vp8", "vp9"):
             raise ImgclassError(f"{path}: a .webm file holds VP8/VP9 only; use --output-codec vp9 or an .mp4/.mkv name")
+        check_replaceable(path, set(), is_own=is_annotated_video)  # someone's video is never written over
         self._files = ExitStack()
         tmp = self._files.enter_context(atomic_output(path))
         super().__init__(tmp, options, rate, format={".m4v": "mp4"}.get(suffix),
                          default_codec="vp9" if webm else "h264")
         self.path, self.description = Path(path), path
         self.frames = 0
+
+    def _start(self, width: int, height: int) -> None:
+        super()._start(width, height)
+        self._container.metadata["comment"] = ANNOTATED_BY  # a later run may replace this file (is_annotated_video)
 
     def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
         try:
