@@ -1,0 +1,309 @@
+"""The inference server as an ASGI app (Starlette; ``imgclass serve`` runs it on uvicorn).
+
+Routes:
+    GET  /                              the upload page (static/index.html)
+    POST /v1/classify?topk=&threshold=  one image as the body (Content-Type image/*), or several as
+                                        multipart/form-data; answers what ``imgclass classify --json`` prints:
+                                        {"input", "predictions": [{index, label, confidence}]}, or
+                                        {"results": [...]} for multipart (a bad file gets "error" in its place)
+    GET  /v2, /v2/health/live, /v2/health/ready                 Open Inference Protocol v2 (KServe, Triton):
+    GET  /v2/models/{model}[/versions/1][/ready]                model metadata and readiness,
+    POST /v2/models/{model}[/versions/1]/infer                  inference (see oip.py for the tensors)
+    GET  /metrics                       Prometheus metrics
+
+Errors are JSON ``{"error": "..."}``: 400 bad input, 401 no API key, 404, 413 body over --max-body-mb
+(or more images than --max-queue), 415 not an image or multipart, 503 queue full (with Retry-After).
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from typing import Sequence
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .. import __version__
+from ..api import Classifier, Prediction, result_record
+from ..errors import ImgclassError
+from . import oip
+from .batcher import MicroBatcher, QueueFull
+from .metrics import Metrics, MetricsMiddleware
+
+RAW_NAME = "body"  # the "input" of an image sent as the whole request body
+OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready"})  # no API key: the page and the probes
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the server batches, bounds and answers (the ``imgclass serve`` flags of the same names)."""
+
+    max_batch: int = 16
+    batch_timeout_ms: float = 5.0
+    max_queue: int = 256
+    max_body_mb: float = 20.0
+    api_key: str | None = None
+    topk: int = 1
+    threshold: float = 0.0
+    decode_threads: int | None = None
+
+    def check(self) -> None:
+        """Raise ImgclassError naming the first setting out of range."""
+        problems = [(self.max_batch < 1, "--max-batch must be >= 1"),
+                    (not self.batch_timeout_ms >= 0, "--batch-timeout-ms must be >= 0"),
+                    (self.max_queue < self.max_batch, f"--max-queue must be >= --max-batch ({self.max_batch})"),
+                    (not self.max_body_mb > 0, "--max-body-mb must be > 0"),
+                    (self.api_key == "", "--api-key is empty; give a key or leave the flag out"),
+                    (self.topk < 1, "--topk must be >= 1"),
+                    (not 0 <= self.threshold <= 1, "--threshold must be within 0..1"),
+                    (self.decode_threads is not None and self.decode_threads < 1, "decode threads must be >= 1")]
+        for bad, message in problems:
+            if bad:
+                raise ImgclassError(message)
+
+
+class Service:
+    """What the routes share: the model's replicas, the batcher, the decode threads, the metrics."""
+
+    def __init__(self, classifiers: Sequence[Classifier], settings: Settings):
+        if not classifiers:
+            raise ImgclassError("the server needs at least one classifier")
+        settings.check()
+        self.net, self.settings = classifiers[0], settings  # replicas of one model: any one decodes and labels
+        self.name = self.net.network_name
+        self.batcher = MicroBatcher([c.probabilities for c in classifiers], max_batch=settings.max_batch,
+                                    timeout_s=settings.batch_timeout_ms / 1000, max_queue=settings.max_queue)
+        self.metrics = Metrics(self.batcher)
+        self.batcher.on_batch = self.metrics.on_batch
+        self.page = resources.files("imgclass.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+        self.decoders: ThreadPoolExecutor | None = None
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette):
+        """Warm the engines and start the batch loops; after the server has drained, stop them."""
+        self.decoders = ThreadPoolExecutor(self.settings.decode_threads or min(4, os.cpu_count() or 1),
+                                           thread_name_prefix="imgclass-decode")
+        side = self.net.preprocess.size
+        await self.batcher.start([np.zeros((n, 3, side, side), np.float32) for n in sorted({1, self.settings.max_batch})])
+        try:
+            yield
+        finally:
+            await self.batcher.stop()
+            self.decoders.shutdown(wait=True)
+
+    async def classify_images(self, images: Sequence[tuple[str, bytes]], topk: int,
+                              threshold: float) -> list[list[Prediction] | ImgclassError]:
+        """Decode (in the decode threads), batch and classify named encoded images; a bad one gets
+        its ImgclassError in place of its predictions."""
+        if len(images) > self.batcher.max_queue:
+            raise HTTPException(413, f"{len(images)} images in one request; this server takes at most "
+                                     f"{self.batcher.max_queue} (--max-queue): split the request")
+        loop = asyncio.get_running_loop()
+        with self.batcher.admit(len(images)) as ticket:
+            decoded = await asyncio.gather(*(loop.run_in_executor(self.decoders, self._prepare, data, name)
+                                             for name, data in images))
+            probs = iter(await ticket.infer([x for x in decoded if not isinstance(x, ImgclassError)]))
+        results = [x if isinstance(x, ImgclassError) else self.net.predictions(next(probs), topk, threshold)
+                   for x in decoded]
+        failed = sum(isinstance(r, ImgclassError) for r in results)
+        self.metrics.images.labels("ok").inc(len(results) - failed)
+        self.metrics.images.labels("error").inc(failed)
+        return results
+
+    def _prepare(self, data: bytes, name: str) -> np.ndarray | ImgclassError:
+        try:
+            return self.net.prepare(data, name)
+        except ImgclassError as e:
+            return e
+
+    # --- routes -------------------------------------------------------------------------------
+
+    async def upload_page(self, request: Request) -> HTMLResponse:
+        return HTMLResponse(self.page)
+
+    async def classify(self, request: Request) -> JSONResponse:
+        """``POST /v1/classify``: one raw image, or several as multipart."""
+        topk, threshold = self._query(request)
+        media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+        if media == "multipart/form-data":
+            images = await self._form_images(request)
+            results = await self.classify_images(images, topk, threshold)
+            body = {"results": [result_record(name, r) for (name, _), r in zip(images, results)]}
+            if all(isinstance(r, ImgclassError) for r in results):
+                return JSONResponse({"error": str(results[0]), **body}, 400)
+            return JSONResponse(body)
+        if media.startswith("image/") or media == "application/octet-stream":
+            data = await request.body()
+            if not data:
+                raise ImgclassError("empty request body; send an image file")
+            [result] = await self.classify_images([(RAW_NAME, data)], topk, threshold)
+            if isinstance(result, ImgclassError):
+                raise result
+            return JSONResponse(result_record(RAW_NAME, result))
+        raise HTTPException(415, f"Content-Type {media or 'missing'}: send an image file as the body "
+                                 "(Content-Type image/jpeg, image/png, ...) or several as multipart/form-data")
+
+    def _query(self, request: Request) -> tuple[int, float]:
+        q = request.query_params
+        try:
+            topk, threshold = int(q.get("topk", self.settings.topk)), float(q.get("threshold", self.settings.threshold))
+        except ValueError:
+            topk, threshold = 0, 0.0
+        if topk < 1 or not 0 <= threshold <= 1:
+            raise ImgclassError(f"bad query {request.url.query!r}: topk must be a whole number >= 1 and threshold within 0..1")
+        return topk, threshold
+
+    async def _form_images(self, request: Request) -> list[tuple[str, bytes]]:
+        """The file parts of a multipart body, in order, named by their file names."""
+        form = await request.form()  # its size is bounded by --max-body-mb; the image count by --max-queue, after
+        try:
+            files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
+            if not files:
+                raise ImgclassError("the multipart body holds no file; send each image as a file part "
+                                    "(curl -F image=@cat.jpg)")
+            return [(f.filename or key, await f.read()) for key, f in files]
+        finally:
+            await form.close()
+
+    async def server_metadata(self, request: Request) -> JSONResponse:
+        return JSONResponse({"name": "imgclass", "version": __version__, "extensions": oip.EXTENSIONS})
+
+    async def live(self, request: Request) -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    async def ready(self, request: Request) -> JSONResponse:
+        return JSONResponse({"ready": self.batcher.running}, 200 if self.batcher.running else 503)
+
+    async def model_metadata(self, request: Request) -> JSONResponse:
+        self._check_model(request)
+        return JSONResponse(oip.model_metadata(self.name))
+
+    async def model_ready(self, request: Request) -> JSONResponse:
+        self._check_model(request)
+        return JSONResponse({"name": self.name, "ready": self.batcher.running}, 200 if self.batcher.running else 503)
+
+    async def infer(self, request: Request) -> Response:
+        """``POST /v2/models/{model}/infer``: the Open Inference Protocol's inference request."""
+        self._check_model(request)
+        req = oip.parse_infer_request(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+        named = [(f"{oip.INPUT}[{i}]", data) for i, data in enumerate(req.images)]
+        results = await self.classify_images(named, req.topk or self.settings.topk, 0.0)
+        failed = [str(r) for r in results if isinstance(r, ImgclassError)]
+        if failed:  # an output tensor needs every image: say which ones failed, all in one line
+            raise ImgclassError("; ".join(failed))
+        body, headers = oip.encode_infer_response(self.name, req, results)
+        return Response(body, headers=headers)
+
+    def _check_model(self, request: Request) -> None:
+        name, version = request.path_params["model"], request.path_params.get("version", oip.VERSION)
+        if name != self.name:
+            raise HTTPException(404, f"no model '{name}'; this server serves '{self.name}'")
+        if version != oip.VERSION:
+            raise HTTPException(404, f"model '{name}' has no version '{version}'; it has version {oip.VERSION}")
+
+    async def metrics_page(self, request: Request) -> Response:
+        body, content_type = self.metrics.exposition()
+        return Response(body, headers={"content-type": content_type})
+
+    def routes(self) -> list[Route]:
+        model_routes = []
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+            model_routes += [Route(prefix, self.model_metadata), Route(f"{prefix}/ready", self.model_ready),
+                             Route(f"{prefix}/infer", self.infer, methods=["POST"])]
+        return [Route("/", self.upload_page), Route("/v1/classify", self.classify, methods=["POST"]),
+                Route("/v2", self.server_metadata), Route("/v2/health/live", self.live),
+                Route("/v2/health/ready", self.ready), *model_routes, Route("/metrics", self.metrics_page)]
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over ``max_mb``: at once when Content-Length says so, else as soon
+    as the streamed body passes it (raised inside the route, so the answer is JSON like every error)."""
+
+    def __init__(self, app: ASGIApp, max_mb: float):
+        self.app, self.max_bytes = app, round(max_mb * 2 ** 20)
+        self.message = f"request body over {max_mb:g} MB, the server's limit (--max-body-mb)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await JSONResponse({"error": self.message}, 413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise HTTPException(413, self.message)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class ApiKeyMiddleware:
+    """With an API key set, every route but the page and the health probes wants it, as
+    ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time)."""
+
+    def __init__(self, app: ASGIApp, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self._allowed(Headers(scope=scope)):
+            response = JSONResponse({"error": "missing or wrong API key; send it as Authorization: Bearer KEY "
+                                              "or X-API-Key: KEY"}, 401, headers={"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+    def _allowed(self, headers: Headers) -> bool:
+        auth = headers.get("authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
+        return hmac.compare_digest(given.encode(), self.key)
+
+
+def _error(status: int, headers: dict | None = None):
+    def handler(request: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status, headers=headers)
+    return handler
+
+
+def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
+
+
+def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    # The traceback goes to the server's log (Starlette re-raises after this answer); the client gets one line.
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); see the server's log"}, 500)
+
+
+def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings()) -> Starlette:
+    """The server app over one model's replicas (each gets a batch loop and a thread of its own).
+
+    Example:
+        >>> app = create_app([Classifier("efficientnet-lite0")], Settings(max_batch=8))  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    service = Service(classifiers, settings)
+    middleware = [Middleware(MetricsMiddleware, metrics=service.metrics)]
+    if settings.api_key is not None:  # before the body limit: a stranger learns nothing, sends nothing more
+        middleware.append(Middleware(ApiKeyMiddleware, key=settings.api_key))
+    middleware.append(Middleware(BodyLimitMiddleware, max_mb=settings.max_body_mb))
+    handlers = {ImgclassError: _error(400), QueueFull: _error(503, {"Retry-After": "1"}),
+                HTTPException: _http_error, Exception: _internal_error}
+    app = Starlette(routes=service.routes(), middleware=middleware, exception_handlers=handlers,
+                    lifespan=service.lifespan)
+    app.state.service = service
+    return app
