@@ -49,6 +49,15 @@ def test_an_unquoted_glob_never_overwrites_the_second_photo(two):
     assert {p.name: p.read_bytes() for p in two.iterdir()} == before  # unchanged, and no temporary file left
 
 
+def test_an_unquoted_glob_of_many_photos_says_to_quote_it(two):
+    shutil.copy(two / "a.jpg", two / "c.jpg")
+    before = {p.name: p.read_bytes() for p in two.iterdir()}
+    out = run_cli("classify", *sorted(str(p) for p in two.iterdir()))  # three files: one more than INPUT OUTPUT
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "the shell expanded a glob; quote it" in out.stderr and "Traceback" not in out.stderr
+    assert {p.name: p.read_bytes() for p in two.iterdir()} == before
+
+
 @pytest.mark.parametrize("cwd, args", [("two", ["a.jpg", "a.jpg"]), ("two", ["a.jpg", "./a.jpg"]),
                                        (".", ["two/a.jpg", "two/../two/a.jpg"]), (".", ["two", "two"])])
 def test_output_that_is_the_input_is_refused(two, cwd, args):
