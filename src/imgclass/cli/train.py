@@ -170,6 +170,8 @@ def run_jetson(args) -> int:
     if args.dataset_type != "folder":
         raise ImgclassError(f"--dataset-type {args.dataset_type}: imgclass trains on folder datasets "
                             "(DATA/train/<class>/*, DATA/val/<class>/*); multi-label VOC datasets are not supported")
+    if args.nproc_per_node is not None:  # the processes are launched as `imgclass train`, with its flags only
+        raise ImgclassError("--nproc-per-node: run it as imgclass train DATA ... --nproc-per-node N")
     if args.momentum is not None:
         print(f"imgclass: note: --momentum {args.momentum:g} is not used: imgclass fine-tunes with AdamW, whose "
               "first-moment decay (beta1 0.9) takes SGD momentum's place", file=sys.stderr)

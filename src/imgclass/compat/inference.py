@@ -15,6 +15,7 @@ import numpy as np
 from ..api import Classifier
 from ..cli import jetson_argv
 from ..models import DEFAULT_NETWORK
+from .cuda import rgb8
 
 __all__ = ["imageNet"]
 
@@ -39,9 +40,7 @@ class imageNet:
     def Classify(self, image: np.ndarray, width: int | None = None, height: int | None = None, format: str | None = None,
                  topK: int | None = None):
         """``(class_idx, confidence)``; with ``topK=k``, a list of k such tuples, best first."""
-        pixels = np.asarray(image)[..., :3]
-        if pixels.dtype != np.uint8:  # jetson's float images are 0..255
-            pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+        pixels = rgb8(image)  # any jetson format (bgr8, rgba32f, ...); float images are 0..255
         start = time.perf_counter()
         preds = self._net.classify(pixels, topk=topK or 1, threshold=self._threshold)
         self._seconds = time.perf_counter() - start

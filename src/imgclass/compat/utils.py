@@ -1,69 +1,88 @@
-"""jetson_utils for still images: ``loadImage``, ``saveImage``, ``cudaFont``, numpy interop.
+"""jetson_utils: images (``loadImage``, ``saveImage``, the CUDA image routines of ``compat.cuda``),
+``cudaFont``, ``Log``, ``videoSource`` / ``videoOutput``.
 
-Images are numpy arrays (HxWx3 uint8 RGB) with jetson's ``width``/``height``/``channels``/``format``
-attributes, so scripts that read ``img.width`` keep working.
+Images are numpy arrays (HxWxC) with jetson's ``width``/``height``/``channels``/``format``
+attributes, so scripts that read ``img.width`` or call ``cudaResize`` keep working.
 """
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..cli import LOG_LEVELS, set_log_level
+from ..errors import ImgclassError
 from ..media.images import load_image, save_image
 from ..overlay import _font
+from .cuda import __all__ as _cuda_all
+from .cuda import *  # noqa: F401,F403  (jetson_utils exports them all at top level)
+from .cuda import convert, cudaImage, rgb8, wrap
 from .video import videoOutput, videoSource
 
-__all__ = ["Log", "cudaImage", "loadImage", "saveImage", "cudaFont", "cudaToNumpy", "cudaFromNumpy", "cudaDeviceSynchronize",
-           "videoSource", "videoOutput"]
-
-
-class cudaImage(np.ndarray):
-    """A numpy image that also answers to jetson's cudaImage attributes."""
-
-    @property
-    def width(self) -> int:
-        return self.shape[1]
-
-    @property
-    def height(self) -> int:
-        return self.shape[0]
-
-    @property
-    def channels(self) -> int:
-        return self.shape[2] if self.ndim == 3 else 1
-
-    @property
-    def format(self) -> str:
-        return {1: "gray8", 3: "rgb8", 4: "rgba8"}.get(self.channels, "rgb8")
+__all__ = ["Log", "loadImage", "saveImage", "cudaFont", "videoSource", "videoOutput", *_cuda_all]
 
 
 class Log:
-    """jetson_utils.Log: the tutorial scripts call ``Log.Usage()`` in their --help text."""
+    """jetson_utils.Log: ``Log.SetLevel("verbose")``, ``Log.Info("...")``, ``Log.Usage()``.
+
+    Levels (jetson's): silent, error, warning, success, info, verbose, debug; they set how much
+    imgclass's own log says. Messages go to stdout, warnings and errors to stderr, as jetson's do.
+    """
+
+    _level = "info"
+
+    @staticmethod
+    def SetLevel(level: str) -> None:
+        set_log_level(level)
+        Log._level = level.lower()
+
+    @staticmethod
+    def GetLevel() -> str:
+        return Log._level
+
+    @staticmethod
+    def _print(level: str, *messages) -> None:
+        if LOG_LEVELS[level] >= LOG_LEVELS[Log._level]:  # "silent" is above every level
+            print(*messages, file=sys.stderr if level in ("error", "warning") else sys.stdout, flush=True)
+
+    @staticmethod
+    def Error(*messages) -> None:
+        Log._print("error", *messages)
+
+    @staticmethod
+    def Warning(*messages) -> None:
+        Log._print("warning", *messages)
+
+    @staticmethod
+    def Success(*messages) -> None:
+        Log._print("success", *messages)
+
+    @staticmethod
+    def Info(*messages) -> None:
+        Log._print("info", *messages)
+
+    @staticmethod
+    def Verbose(*messages) -> None:
+        Log._print("verbose", *messages)
+
+    @staticmethod
+    def Debug(*messages) -> None:
+        Log._print("debug", *messages)
 
     @staticmethod
     def Usage() -> str:
-        return "logging arguments: --log-level=LEVEL (accepted for compatibility; imgclass logs warnings and errors)"
-
-
-def cudaFromNumpy(array: np.ndarray) -> cudaImage:
-    return np.asarray(array).view(cudaImage)
-
-
-def cudaToNumpy(image: np.ndarray) -> np.ndarray:
-    return np.asarray(image)
-
-
-def cudaDeviceSynchronize() -> None:
-    """Nothing to wait for: imgclass images live in host memory."""
+        return f"logging arguments:\n  --log-level=LEVEL  message output threshold: {', '.join(LOG_LEVELS)} (default: info)\n"
 
 
 def loadImage(filename: str, format: str = "rgb8") -> cudaImage:
-    """Load an image file (jetson's ``loadImage``); only 8-bit RGB is produced."""
-    return cudaFromNumpy(load_image(filename))
+    """Load an image file (jetson's ``loadImage``) in ``format``: rgb8 (default), rgba8, rgb32f, rgba32f, ..."""
+    return wrap(np.ascontiguousarray(convert(load_image(filename), "rgb8", format.lower())), format.lower())
 
 
-def saveImage(filename: str, image: np.ndarray, quality: int = 95) -> None:
-    """Save an image (jetson's ``saveImage``); atomic, format from the suffix."""
-    save_image(filename, np.asarray(image)[..., :3].astype(np.uint8), quality)
+def saveImage(filename: str, image, quality: int = 95) -> None:
+    """Save an image of any format (jetson's ``saveImage``); atomic, file type from the suffix."""
+    save_image(filename, rgb8(image), quality)
 
 
 class cudaFont:
@@ -78,10 +97,12 @@ class cudaFont:
     def GetSize(self) -> int:
         return self.size
 
-    def OverlayText(self, image: np.ndarray, width=None, height=None, text: str = "", x: int = 0, y: int = 0,
+    def OverlayText(self, image, width=None, height=None, text: str = "", x: int = 0, y: int = 0,
                     color=White, background=Gray40, padding: int = 5) -> None:
-        """Draw ``text`` onto ``image`` in place (width/height are accepted and unused, as in jetson's newer API)."""
+        """Draw ``text`` onto an rgb8/rgba8 ``image`` in place (width/height are accepted and unused, as in jetson's newer API)."""
         pixels = np.asarray(image)
+        if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] < 3:
+            raise ImgclassError("cudaFont.OverlayText: draws on rgb8/rgba8 images; convert others with cudaConvertColor")
         canvas = Image.fromarray(pixels[..., :3]).convert("RGBA")
         layer = Image.new("RGBA", canvas.size)
         draw, font = ImageDraw.Draw(layer), _font(self.size)
@@ -90,3 +111,4 @@ class cudaFont:
             draw.rectangle((x, y, x + right + 2 * padding, y + bottom + 2 * padding), fill=tuple(int(c) for c in background))
         draw.text((x + padding, y + padding), text, font=font, fill=tuple(int(c) for c in color))
         pixels[..., :3] = np.asarray(Image.alpha_composite(canvas, layer).convert("RGB"))
+

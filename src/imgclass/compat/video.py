@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import atexit
 import queue
-
-import numpy as np
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import ImgclassError
 from ..media.options import parse_argv, sink_options, source_options
 from ..media.sinks import open_sink
 from ..media.sources import open_source
 from ..pipeline import Prefetch
+from .cuda import convert, rgb8, wrap
 
 __all__ = ["videoSource", "videoOutput"]
 
@@ -38,14 +39,14 @@ class videoSource:
 
     def __init__(self, uri: str = "", argv: list[str] | None = None, options: dict | None = None):
         args = parse_argv(argv)
-        self._source = open_source(uri or "csi://0", source_options(args), **(options or {}))
+        self._uri = uri or "csi://0"
+        self._source = open_source(self._uri, source_options(args), **(options or {}))
         self._frames = Prefetch(iter(self._source), size=4, name="videoSource")
         self._frame_count = 0
 
     def Capture(self, format: str = "rgb8", timeout: int = DEFAULT_TIMEOUT_MS):
-        """The next frame; None on timeout (ms, -1 waits forever); raises at the end of the stream."""
-        from .utils import cudaFromNumpy
-
+        """The next frame in ``format`` (rgb8, rgba8, rgb32f, rgba32f, bgr8, gray8, ...); None on timeout
+        (ms, -1 waits forever); raises at the end of the stream."""
         try:
             frame = self._frames.get(timeout=None if timeout is None or timeout < 0 else timeout / 1000)
         except queue.Empty:
@@ -57,12 +58,8 @@ class videoSource:
             # IsStreaming() turns False right after it and jetson's loop ends without an error
             self._frames.peek_end()
         self._frame_count += 1
-        image = frame.image
-        if format in ("rgba8", "rgba32f"):
-            image = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
-        if format.endswith("32f"):
-            image = image.astype(np.float32)
-        return cudaFromNumpy(image)
+        timestamp = int((frame.timestamp or 0) * 1e9)  # jetson's timestamps are in nanoseconds
+        return wrap(convert(frame.image, "rgb8", format.lower()), format.lower(), timestamp)
 
     def IsStreaming(self) -> bool:
         if self._frames.done:
@@ -81,6 +78,12 @@ class videoSource:
     def GetFrameCount(self) -> int:
         return self._frame_count
 
+    def GetOptions(self) -> dict:
+        """jetson's videoOptions of the input as a dict (resource, width, height, framerate, codec, loop, ...)."""
+        opts = self._source.options
+        return {**_options(self._uri, "input", opts.codec), "width": self.GetWidth(), "height": self.GetHeight(),
+                "framerate": self.GetFrameRate(), "loop": opts.loop, "flipMethod": opts.flip}
+
     def Open(self) -> bool:
         return True
 
@@ -92,7 +95,7 @@ class videoSource:
     def Usage() -> str:
         return ("videoSource arguments:\n  input URI: file, directory, glob, video file, /dev/videoN, csi://N, "
                 "rtsp://, rtp://@:PORT, http(s)://\n  --input-width --input-height --input-rate --input-codec "
-                "--input-flip --input-loop --input-retries --input-timeout\n")
+                "--input-flip --input-loop (--loop) --input-retries --input-timeout\n")
 
 
 class videoOutput:
@@ -106,15 +109,14 @@ class videoOutput:
         args = parse_argv(argv)
         if not uri and not args.headless:
             uri = "display://0"
-        self._sink = open_sink(uri, sink_options(args), frame_rate=args.output_rate or None, **(options or {}))
+        self._uri, self._options = uri, sink_options(args)
+        self._sink = open_sink(uri, self._options, frame_rate=args.output_rate or None, **(options or {}))
         self._frame_count = 0
         self._size = (0, 0)
         atexit.register(self.Close)  # jetson scripts never close their outputs: finalize the file anyway
 
     def Render(self, image, width: int | None = None, height: int | None = None) -> None:
-        pixels = np.asarray(image)[..., :3]
-        if pixels.dtype != np.uint8:  # jetson's float images are 0..255
-            pixels = np.clip(pixels, 0, 255).astype(np.uint8)
+        pixels = rgb8(image)  # any format; jetson's float images are 0..255
         self._size = (pixels.shape[1], pixels.shape[0])
         self._sink.write(pixels)
         self._frame_count += 1
@@ -137,6 +139,11 @@ class videoOutput:
     def GetFrameCount(self) -> int:
         return self._frame_count
 
+    def GetOptions(self) -> dict:
+        """jetson's videoOptions of the output as a dict (resource, width, height, framerate, codec, bitrate, ...)."""
+        return {**_options(self._uri, "output", self._options.codec), "width": self.GetWidth(),
+                "height": self.GetHeight(), "framerate": self.GetFrameRate(), "bitrate": self._options.bitrate}
+
     def Open(self) -> bool:
         return True
 
@@ -148,3 +155,27 @@ class videoOutput:
         return ("videoOutput arguments:\n  output URI: image file, pattern out_%i.jpg, directory, video file, "
                 "rtp://HOST:PORT, rtsp://@:8554/out, display://0\n  --output-codec --bitrate --output-rate "
                 "--port --host --headless\n")
+
+
+_IP_PROTOCOLS = ("rtp", "rtsp", "rtsps", "rtmp", "http", "https", "webrtc")
+
+
+def _options(uri: str, io_type: str, codec: str | None) -> dict:
+    """The keys jetson's ``GetOptions()`` shares between inputs and outputs, ``resource`` parsed as its URI class does."""
+    if "://" in uri:
+        protocol, path = uri.split("://", 1)
+    elif uri.startswith("/dev/video") or uri.isdigit():
+        protocol, path = "v4l2", uri if uri.startswith("/dev/") else f"/dev/video{uri}"
+    else:
+        protocol, path = ("file", uri) if uri else ("", "")
+    protocol = protocol.lower()
+    location, port = path, 0
+    if protocol in _IP_PROTOCOLS:
+        host, _, number = urlsplit(uri).netloc.rpartition("@")[2].partition(":")
+        location, port = host, int(number) if number.isdigit() else 0
+    device = {"file": "file", "v4l2": "v4l2", "csi": "csi", "display": "display"}.get(
+        protocol, "ip" if protocol in _IP_PROTOCOLS else "default")
+    resource = {"string": uri, "protocol": protocol, "path": path, "location": location, "port": port,
+                "extension": Path(path).suffix.lstrip(".").lower() if protocol == "file" else ""}
+    return {"resource": resource, "codec": codec or "unknown", "numBuffers": 4, "zeroCopy": True,
+            "deviceType": device, "ioType": io_type}

@@ -63,7 +63,8 @@ def add_media_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--input-codec", choices=INPUT_CODECS, default=None,
                    help="codec of an rtp:// input (default: h264), or the format to ask a V4L2 camera for")
     g.add_argument("--input-flip", choices=FLIPS, default="none", help="rotate or mirror input frames")
-    g.add_argument("--input-loop", type=int, default=0, help="play a file input again N more times (-1: forever)")
+    g.add_argument("--input-loop", "--loop", type=int, default=0,
+                   help="play a file input again N more times (-1: forever)")
     g.add_argument("--input-retries", type=int, default=5,
                    help="reconnect attempts when a camera or stream drops (each logged)")
     g.add_argument("--input-timeout", type=float, default=10.0,
