@@ -483,3 +483,21 @@ def test_cli_bad_settings_and_a_taken_port_fail_in_one_line():
     with socket.create_server(("127.0.0.1", 0)) as taken:
         out = run_cli("serve", "--port", str(taken.getsockname()[1]))
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and "cannot listen on 127.0.0.1:" in out.stderr
+
+
+def test_connections_have_nagle_off():
+    # A kept-alive client would otherwise wait for its own delayed ACK before each response body.
+    import socket
+
+    from imgclass.serve.app import set_nodelay
+
+    class Transport:
+        def __init__(self, sock):
+            self.sock = sock
+
+        def get_extra_info(self, name):
+            return self.sock if name == "socket" else None
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        set_nodelay(Transport(sock))
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

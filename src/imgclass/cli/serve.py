@@ -51,6 +51,7 @@ def run(args) -> int:
         import uvicorn
 
         from ..serve import Settings, create_app
+        from ..serve.app import nodelay_http_protocol
     except ModuleNotFoundError as e:
         raise ImgclassError(f"imgclass serve needs {e.name}: pip install 'imgclass[serve]'") from None
     if args.workers < 1:
@@ -68,8 +69,8 @@ def run(args) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"imgclass: serving {nets[0].network_name} at http://{shown}:{port}/ (upload page; POST /v1/classify; "
           f"Open Inference Protocol at /v2/models/{nets[0].network_name}; /metrics)", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, lifespan="on", access_log=args.access_log, log_level="info",
-                            timeout_graceful_shutdown=30)  # then requests still running are cut off
+    config = uvicorn.Config(app, http=nodelay_http_protocol(), lifespan="on", access_log=args.access_log,
+                            log_level="info", timeout_graceful_shutdown=30)  # then requests still running are cut off
     server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM / Ctrl-C, then re-raises the signal to whatever handler was there
     # before it: make that a no-op, so a drained server ends with a clean exit and one line.

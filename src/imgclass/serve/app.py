@@ -307,3 +307,27 @@ def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings(
                     lifespan=service.lifespan)
     app.state.service = service
     return app
+
+
+def nodelay_http_protocol():
+    """uvicorn's HTTP protocol with Nagle's algorithm off on every connection (``set_nodelay``)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class NoDelayH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            set_nodelay(transport)
+            super().connection_made(transport)
+
+    return NoDelayH11Protocol
+
+
+def set_nodelay(transport) -> None:
+    """TCP_NODELAY on a connection. asyncio leaves Nagle's algorithm on for accepted sockets, and
+    uvicorn writes a response's head and body separately: on a kept-alive connection the body then
+    waits for the client's delayed ACK, 40 ms a request (measured at one client: 56-60 ms a request,
+    13.6 ms with this)."""
+    import socket
+
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
