@@ -86,3 +86,13 @@ def test_jetson_onnx_export_spelling_and_no_softmax(run_dir, exported, tmp_path)
 def test_export_errors_are_one_line(tmp_path):
     out = run_cli("export", "--model-dir", str(tmp_path))
     assert out.returncode == 1 and "Traceback" not in out.stderr and "checkpoint not found" in out.stderr
+
+
+def test_classify_takes_a_run_folder_and_points_a_checkpoint_to_export(run_dir, exported):
+    image = Path(load_checkpoint(run_dir / "model_best.pth.tar")["dataset"]) / "val" / "red" / "img0.png"
+    out = run_cli("classify", str(image), "--model", str(run_dir))  # the folder means its model.onnx
+    assert out.returncode == 0 and "(red)" in out.stdout, out.stderr
+    out = run_cli("classify", str(image), "--model", str(run_dir / "model_best.pth.tar"))
+    assert out.returncode == 1 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert f"a PyTorch file, not ONNX; for a training checkpoint run: imgclass export --model-dir {run_dir}, " \
+           f"then pass --model {run_dir / 'model.onnx'}" in out.stderr

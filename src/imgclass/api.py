@@ -1,9 +1,11 @@
 """The public face: ``Classifier``, ``Prediction``, ``load_image``."""
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
@@ -16,11 +18,19 @@ from .labels import imagenet_labels, read_labels
 from .media.images import load_image, open_image, save_image
 from .models import DEFAULT_NETWORK, Weights, get_spec, read_weights
 from .parallel import prefetched
+from .precision import SourceModel, check_precision, cpu_engine
 from .preprocess import Preprocess
 from .runtime.cache import cache_key
-from .runtime.onnx import META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OnnxEngine, model_file
+from .runtime.onnx import (META_DATASET, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OnnxEngine,
+                           OnnxHeader, cached_export, model_file, providers_for, read_model)
+from .runtime.quantize import is_quantized
 
 __all__ = ["Classifier", "Prediction", "load_image", "save_image"]
+
+# Images; see resolve_device. On the H200 machine (16 cores) a warm CUDA start costs ~28 s (torch
+# 5 s, torchvision + engine imports 7 s, model on the GPU 9 s, graphs + nvJPEG 8 s) and 5,135 photos
+# took 36.5 s on the CPU vs 34.6 s on the GPU: the crossover (BENCHMARKS.md).
+AUTO_CUDA_FROM = 5000
 
 ImageInput = np.ndarray | Image.Image | str | Path  # pixels (HxWx3 uint8 RGB), or an image file
 
@@ -61,6 +71,11 @@ class Classifier:
         device: "auto" (CUDA when there is one, else CPU), "cpu" or "cuda". On CUDA a registry
             network runs in torch (fp16, channels-last, CUDA graphs); an ONNX file runs on
             ONNX Runtime's CUDA/TensorRT providers when onnxruntime-gpu is installed.
+        precision: on the CPU, "fp32" (ONNX Runtime; the same answers everywhere), "bf16" or "int8"
+            (OpenVINO, where the CPU has them: 2-2.5x faster on AVX-512 BF16/VNNI/AMX), or "auto": the
+            fastest of those within half a point of fp32's top-1, measured once and cached.
+        calibration: images for int8's calibration (a folder, searched recursively, or a glob);
+            default: a trained model's own train images. A registry network needs them.
 
     Example:
         >>> net = Classifier("efficientnet-lite0")
@@ -70,12 +85,25 @@ class Classifier:
 
     def __init__(self, network: str | None = None, *, model: str | Path | None = None, labels: str | Path | None = None,
                  input_blob: str | None = None, output_blob: str | None = None, weights: str | Path | None = None,
-                 resize: str | None = None, threads: int | None = None, device: str = "auto"):
+                 resize: str | None = None, threads: int | None = None, device: str = "auto",
+                 precision: str = "fp32", calibration: str | Path | None = None):
+        if check_precision(precision, device) in ("bf16", "int8"):
+            device = "cpu"
         # ONNX Runtime picks its own providers for "auto"; a registry network needs torch to run on CUDA.
         opts = dict(threads=threads, device=device, input_name=input_blob, output_name=output_blob)
+        reduced = None  # the fp32 model that a reduced precision is built from, once the preprocessing is known
         if model is not None:
             model = model_file(model)  # a run folder means its model.onnx
-            self.engine = OnnxEngine.from_file(model, describe=f"optimizing {Path(model).name} for ONNX Runtime", **opts)
+            data = read_model(model)
+            sha = hashlib.sha256(data).hexdigest()
+            fp32 = partial(OnnxEngine, data, sha, model.stem, source_name=str(model),
+                           describe=f"optimizing {model.name} for ONNX Runtime", **opts)
+            if precision == "fp32" or providers_for(device) != ["CPUExecutionProvider"]:
+                self.engine = fp32()
+            else:
+                self.engine = OnnxHeader(data, str(model), input_blob, output_blob)
+                reduced = SourceModel(lambda: data, sha, model.stem, str(model), self.engine.metadata.get(META_DATASET),
+                                      quantized=is_quantized(data))
             meta = self.engine.metadata
             self.network_name = meta.get(META_NETWORK) or Path(model).stem
             preprocess = (Preprocess.from_json(meta[META_PREPROCESS]) if META_PREPROCESS in meta
@@ -93,27 +121,37 @@ class Classifier:
                 from .runtime.torch_cuda import TorchEngine
                 self.engine = TorchEngine(build_model(spec, weights), spec.preprocess)
             else:
-                self.engine = self._onnx_engine(spec, weights, opts)
+                source = self._source(spec, weights)
+                fp32 = partial(OnnxEngine, lambda _scratch: source.read(), source.key, spec.name, **opts)
+                if precision == "fp32":
+                    self.engine = fp32()
+                else:
+                    self.engine, reduced = None, source
         if labels is not None:
             self.labels, self.synsets = read_labels(labels)
         if self.labels is None:
             raise ImgclassError(f"{model}: the model carries no labels; pass --labels FILE (one class per line)")
-        n = self.engine.num_outputs
+        n = getattr(self.engine, "num_outputs", None)
         if n is not None and n != len(self.labels):
             raise ImgclassError(f"labels list {len(self.labels)} classes but the model outputs {n}; "
                                 f"give the labels file the model was trained with")
         self.preprocess = replace(preprocess, resize=resize) if resize else preprocess
+        if reduced is not None:
+            self.engine = cpu_engine(reduced, precision, self.preprocess, fp32, calibration=calibration,
+                                     threads=threads, input_name=input_blob, output_name=output_blob)
+        self.precision = self.engine.precision  # what runs: "auto" has chosen by now
 
-    def _onnx_engine(self, spec, weights: Weights, opts: dict) -> OnnxEngine:
-        """The registry network exported to ONNX once (cached by the weights' sha256)."""
-        sha = cache_key(weights.sha256, spec.arch, spec.preprocess.to_json())
+    def _source(self, spec, weights: Weights) -> SourceModel:
+        """The registry network as an fp32 ONNX model, exported once (cached by the weights' sha256)."""
+        key = cache_key(weights.sha256, spec.arch, spec.preprocess.to_json())
 
         def build_onnx(path: Path) -> Path:
             from .export import export_onnx  # torch is imported only on a cache miss
             from .models.build import build_model
             return export_onnx(build_model(spec, weights), path, spec.preprocess, self.labels, self.synsets, spec.name)
 
-        return OnnxEngine(build_onnx, sha, spec.name, describe=f"exporting {spec.name} to ONNX (about 15 s)", **opts)
+        describe = f"exporting {spec.name} to ONNX (about 15 s)"
+        return SourceModel(lambda: cached_export(build_onnx, key, spec.name, describe), key, spec.name, spec.name)
 
     @property
     def num_classes(self) -> int:
@@ -216,10 +254,17 @@ def _frame_or_error(path: Path) -> np.ndarray | ImgclassError:
         return e
 
 
-def resolve_device(device: str) -> str:
-    """"auto" -> "cuda" where a CUDA device is usable, else "cpu" (without importing torch on CPU-only machines)."""
+def resolve_device(device: str, images: int | None = None) -> str:
+    """"auto" -> "cuda" where a CUDA device is usable, else "cpu" (without importing torch on CPU-only machines).
+
+    ``images``: how many images the job has, when known. A job of fewer than AUTO_CUDA_FROM runs on
+    the CPU even where there is a GPU: starting torch and CUDA costs seconds that a few images never
+    win back (BENCHMARKS.md). Videos and streams (``None``) take the GPU.
+    """
     if device not in ("auto", "cpu", "cuda"):
         raise ImgclassError(f"unknown device '{device}'; use auto, cpu or cuda")
+    if device == "auto" and images is not None and images < AUTO_CUDA_FROM:
+        return "cpu"
     if device == "auto":
         if not os.path.exists("/dev/nvidiactl"):
             return "cpu"

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +23,7 @@ from .api import Classifier
 from .media.images import list_images
 from .models import get_spec
 from .models.build import build_model
+from .precision import calibration_images, median_seconds_each
 from .runtime.torch_cuda import TorchEngine, cuda_available
 
 
@@ -61,19 +63,46 @@ def plain_end_to_end(model: torch.nn.Module, paths: list[Path], network: str, de
     return median_seconds(go, repeats=1, warmup=0, cuda=device == "cuda")
 
 
-def cpu_rows(network: str, paths: list[Path], batch: int) -> Iterator[dict]:
-    net = Classifier(network, device="cpu")
+def cpu_classifiers(network: str, precisions: Sequence[str], calibration: str | None) -> dict[str, Classifier]:
+    """fp32 and each of ``precisions`` ("bf16", "int8") that this CPU runs natively, by runtime label."""
+    from .runtime.openvino import cpu_precisions
+    nets = {"onnxruntime fp32": Classifier(network, device="cpu")}
+    for precision in (p for p in precisions if p in cpu_precisions()):
+        label = f"openvino {precision}"
+        if precision == "int8":
+            if calibration is None:
+                continue
+            label += f" (calibrated on {len(calibration_images(calibration, None))} images)"
+        nets[label] = Classifier(network, device="cpu", precision=precision, calibration=calibration)
+    return nets
+
+
+def cpu_rows(network: str, paths: list[Path], batch: int, precisions: Sequence[str] = ("bf16", "int8"),
+             calibration: str | None = None) -> Iterator[dict]:
+    """ONNX Runtime fp32, the reduced precisions (OpenVINO) measured in turns with it (``vs_fp32``:
+    their speed over fp32's in this run), and torch eager fp32: model-only and end to end, where the
+    reduced ones also give their top-1 agreement with fp32 on the files."""
+    nets = cpu_classifiers(network, precisions, calibration)
     model = build_model(get_spec(network))
-    size = net.preprocess.size
+    size = nets["onnxruntime fp32"].preprocess.size
     for n in (1, batch):
         x = np.random.default_rng(0).standard_normal((n, 3, size, size), dtype=np.float32)
-        yield row("cpu", "onnxruntime fp32", "model", n, median_seconds(lambda: net.probabilities(x)))
+        seconds = median_seconds_each({label: partial(net.probabilities, x) for label, net in nets.items()})
+        for label, s in seconds.items():
+            yield row("cpu", label, "model", n, s, vs_fp32=seconds["onnxruntime fp32"] / s)
         with torch.inference_mode():
             xt = torch.from_numpy(x)
             yield row("cpu", "torch eager fp32", "model", n, median_seconds(lambda: model(xt), repeats=5))
     if paths:
-        ours = median_seconds(lambda: list(net.classify_files(paths, batch_size=batch)), repeats=3, warmup=1)
-        yield row("cpu", "imgclass (onnxruntime, threaded decode)", "end-to-end", len(paths), ours)
+        top1 = {label: [preds[0].index if isinstance(preds, list) else None
+                        for _, preds, _ in net.classify_files(paths, batch_size=batch)] for label, net in nets.items()}
+        seconds = median_seconds_each({label: lambda net=net: list(net.classify_files(paths, batch_size=batch))
+                                       for label, net in nets.items()}, repeats=3, warmup=1)
+        fp32 = seconds["onnxruntime fp32"]
+        for label, s in seconds.items():
+            agreement = float(np.mean(np.equal(top1[label], top1["onnxruntime fp32"])))
+            yield row("cpu", f"imgclass ({label}, threaded decode)", "end-to-end", len(paths), s, vs_fp32=fp32 / s,
+                      top1_agreement=agreement)
         yield row("cpu", "plain torch (PIL + eager fp32)", "end-to-end", len(paths),
                   plain_end_to_end(model, paths, network, "cpu", batch))
 
@@ -133,10 +162,15 @@ def cuda_rows(network: str, paths: list[Path], batch: int = 256) -> Iterator[dic
 
 
 def run_benchmark(network: str = "efficientnet-lite0", folder: str | None = None, devices: tuple[str, ...] = ("cpu", "cuda"),
-                  cpu_batch: int = 8, cuda_batch: int = 256) -> Iterator[dict]:
-    """Yield one result row at a time (dicts; see ``row``)."""
+                  cpu_batch: int = 8, cuda_batch: int = 256, precisions: Sequence[str] = ("bf16", "int8"),
+                  calibration: str | None = None) -> Iterator[dict]:
+    """Yield one result row at a time (dicts; see ``row``).
+
+    ``precisions``: the reduced CPU precisions to measure beside fp32 (those this CPU has);
+    ``calibration``: int8's calibration images (default: ``folder``'s).
+    """
     paths = list_images(folder) if folder else []
     if "cpu" in devices:
-        yield from cpu_rows(network, paths, cpu_batch)
+        yield from cpu_rows(network, paths, cpu_batch, precisions, calibration or folder)
     if "cuda" in devices and cuda_available():
         yield from cuda_rows(network, paths, cuda_batch)

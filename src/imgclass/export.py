@@ -13,7 +13,7 @@ from torch import nn
 
 from .media.images import atomic_write
 from .preprocess import Preprocess
-from .runtime.onnx import INPUT_NAME, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OUTPUT_NAME
+from .runtime.onnx import INPUT_NAME, META_DATASET, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OUTPUT_NAME
 
 
 class WithSoftmax(nn.Module):
@@ -28,9 +28,13 @@ class WithSoftmax(nn.Module):
 
 
 def export_onnx(model: nn.Module, path: str | Path, preprocess: Preprocess, labels: Sequence[str],
-                synsets: Sequence[str] | None = None, network: str = "", softmax: bool = True) -> Path:
+                synsets: Sequence[str] | None = None, network: str = "", softmax: bool = True,
+                dataset: str | None = None) -> Path:
     """Write ``model`` (logits out) as an ONNX file with softmax (unless ``softmax=False``: logits
     out, as jetson's ``--no-softmax``), dynamic batch and metadata. Atomic.
+
+    ``dataset``: the folder a trained model learned from, kept in the metadata: its train images
+    calibrate ``--precision int8`` and its val images check ``--precision auto``.
 
     Example:
         >>> export_onnx(net, "runs/cats/model.onnx", Preprocess(size=224), ["cat", "dog"])  # doctest: +SKIP
@@ -52,6 +56,8 @@ def export_onnx(model: nn.Module, path: str | Path, preprocess: Preprocess, labe
         meta = {META_LABELS: json.dumps(list(labels)), META_PREPROCESS: preprocess.to_json(), META_NETWORK: network}
         if synsets is not None:
             meta[META_SYNSETS] = json.dumps(list(synsets))
+        if dataset is not None:
+            meta[META_DATASET] = dataset
         onnx.helper.set_model_props(proto, meta)
         onnx.save_model(proto, tmp)
 

@@ -64,26 +64,43 @@ class Preprocess:
         return max(self.size, round(width * scale)), max(self.size, round(height * scale))
 
     def resize_and_crop(self, image: Image.Image | np.ndarray) -> np.ndarray:
-        """Resize (and crop) to size x size; returns HxWx3 uint8 RGB."""
+        """Resize (and crop) to size x size; returns HxWx3 uint8 RGB.
+
+        A crop resizes only the part it keeps: a box of the source, rows then columns as Pillow
+        resizes a whole frame, so the pixels are those of resizing the frame and cropping it (a
+        level or two apart on a few) for 60% of the work.
+        """
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
-        w, h = self.resized_size(*image.size)
-        if (w, h) != image.size:
-            image = image.resize((w, h), _RESAMPLE[self.interpolation])
+        width, height = image.size
+        w, h = self.resized_size(width, height)
+        resample = _RESAMPLE[self.interpolation]
+        if (w, h) == (self.size, self.size):  # nothing to crop
+            return np.asarray(image if (w, h) == image.size else image.resize((w, h), resample))
         left, top = (w - self.size) // 2, (h - self.size) // 2
-        if (left, top) != (0, 0) or (w, h) != (self.size, self.size):
-            image = image.crop((left, top, left + self.size, top + self.size))
+        if w != width:
+            x0, x1 = left * width / w, (left + self.size) * width / w
+            image = image.resize((self.size, height), resample, box=(x0, 0, x1, height))
+        elif self.size != width:
+            image = image.crop((left, 0, left + self.size, height))
+        if h != height:
+            y0, y1 = top * height / h, (top + self.size) * height / h
+            image = image.resize((self.size, self.size), resample, box=(0, y0, self.size, y1))
+        elif self.size != height:
+            image = image.crop((0, top, self.size, top + self.size))
         return np.asarray(image)
 
     def normalize(self, pixels: np.ndarray) -> np.ndarray:
         """HxWx3 (or NxHxWx3) uint8 RGB -> CHW (or NCHW) float32, normalized."""
-        x = pixels.astype(np.float32)
+        planar = np.moveaxis(pixels, -1, -3)  # a view: the multiply below is the one pass that copies
         if self.channel_order == "bgr":
-            x = x[..., ::-1]
-        mean = np.asarray(self.mean, np.float32) * 255
+            planar = planar[..., ::-1, :, :]
         scale = 1 / (np.asarray(self.std, np.float32) * 255)
-        x = (x - mean) * scale
-        return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+        shift = np.asarray(self.mean, np.float32) * 255 * scale
+        out = np.empty(planar.shape, np.float32)
+        np.multiply(planar, scale[:, None, None], out=out)
+        out -= shift[:, None, None]
+        return out
 
     def __call__(self, image: Image.Image | np.ndarray) -> np.ndarray:
         return self.normalize(self.resize_and_crop(image))

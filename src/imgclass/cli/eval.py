@@ -1,12 +1,13 @@
 """``imgclass eval DATASET --model ...``: top-1/top-5, per-class table, confusion matrix."""
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from . import HelpFormatter
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="accuracy of a model on a dataset", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = sub.add_parser("eval", help="accuracy of a model on a dataset", formatter_class=HelpFormatter,
                        description="Evaluate a trained run (folder or checkpoint), an ONNX file, or a pretrained ImageNet "
                                    "network (dataset classes named like ImageNet labels, or --mapping) on a dataset split.")
     p.add_argument("dataset", metavar="DATASET", help="dataset folder (same layout as for train)")

@@ -8,7 +8,7 @@ import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -17,9 +17,10 @@ from ..errors import ImgclassError
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what media.sinks writes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 EXIF_SOFTWARE = 0x0131
-ANNOTATED_BY = "imgclass"  # EXIF Software of the images ImageSink writes: the only existing files it replaces
+ANNOTATED_BY = "imgclass"  # the mark of files imgclass writes (EXIF Software, a video's comment): the only ones it replaces
 
 
 def natural_key(path: str | Path) -> list:
@@ -31,8 +32,9 @@ def is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
-def list_images(spec: str | Path) -> list[Path]:
-    """Expand an image file, a directory (natural order, not recursive) or a glob into paths.
+def list_images(spec: str | Path, recursive: bool = False) -> list[Path]:
+    """Expand an image file, a directory (natural order; with ``recursive``, its subfolders' images
+    too) or a glob into paths.
 
     Example:
         >>> list_images("photos/*.jpg")  # doctest: +SKIP
@@ -41,9 +43,11 @@ def list_images(spec: str | Path) -> list[Path]:
     text = str(spec)
     path = Path(text).expanduser()
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
+        files = sorted((p for p in (path.rglob("*") if recursive else path.iterdir())
+                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
         if not files:
-            raise ImgclassError(f"{text}: directory holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise ImgclassError(f"{text}: directory holds no images{' in it or below it' if recursive else ''} "
+                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
     if path.exists():
         return [path]
@@ -73,7 +77,7 @@ def open_image(path: str | Path | bytes, min_size: int | None = None, name: str 
             if scale < 1:
                 image.draft("RGB", (int(w * scale) + 1, int(h * scale) + 1))
         image.load()
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # in place: otherwise it copies every upright photo
         return image if image.mode == "RGB" else image.convert("RGB")
     except FileNotFoundError:
         raise ImgclassError(f"{path}: file not found; check the path") from None
@@ -188,9 +192,14 @@ def is_annotated_copy(path: str | Path) -> bool:
         return False
 
 
-def check_replaceable(path: str | Path, inputs: set[tuple[int, int]], hint: str = "", own_only: bool = True) -> None:
-    """Refuse to write ``path`` over one of the ``inputs`` (``file_ids``) or, with ``own_only``, over
-    any existing file that is not an annotated copy imgclass wrote (someone's photo).
+def check_replaceable(path: str | Path, inputs: set[tuple[int, int]], hint: str = "",
+                      is_own: Callable[[str | Path], bool] | None = is_annotated_copy) -> None:
+    """Refuse to write ``path`` over one of the ``inputs`` (``file_ids``) or over any existing file
+    that ``is_own`` does not recognize as an annotated copy imgclass wrote (someone's photo or video).
+
+    Args:
+        is_own: whether an existing file carries imgclass's mark (``is_annotated_copy`` for images,
+            ``media.sinks.is_annotated_video``); None: the caller checks what is there itself.
 
     Raises:
         ImgclassError: ``path`` must not be written; ``hint`` ends the message.
@@ -202,13 +211,40 @@ def check_replaceable(path: str | Path, inputs: set[tuple[int, int]], hint: str 
     if (st.st_dev, st.st_ino) in inputs:
         raise ImgclassError(f"{path}: OUTPUT is an input file, and imgclass never writes over its input; "
                             f"give another OUTPUT{hint}")
-    if own_only and not is_annotated_copy(path):
+    if is_own is not None and not is_own(path):
         raise ImgclassError(f"{path}: OUTPUT already exists and is not an annotated copy imgclass wrote, so it is "
                             f"left alone; delete it or give another OUTPUT{hint}")
 
 
-def is_image_path(spec: str) -> bool:
+def unquoted_glob_hint(first_input: str | Path, output: str | Path) -> str:
+    """The end of a refusal of ``output`` where the shell may have made it out of an unquoted glob
+    (``classify photos/*.jpg`` runs as ``classify photos/a.jpg photos/b.jpg``): what to type
+    instead; "" unless ``output`` is another file beside the first input file."""
+    first = Path(first_input)
+    try:
+        beside = first.is_file() and Path(output).parent.resolve() == first.parent.resolve() \
+            and not os.path.samefile(first, output)
+    except OSError:  # OUTPUT is missing: no glob made it
+        beside = False
+    if not beside:
+        return ""
+    glob = first.parent / f"*{first.suffix}"
+    if is_image_path(first):
+        return f"; an unquoted glob? quote it so that all its files are INPUT: '{glob}'"
+    return f'; an unquoted glob? classify takes one video per run: for f in {glob}; do imgclass classify "$f"; done'
+
+
+def is_image_path(spec: str | Path) -> bool:
     return Path(spec).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_still_images(uri: str) -> bool:
+    """True for an image file, a directory or a glob: what this module reads (the rest is media.sources')."""
+    text = uri.removeprefix("file://")
+    if "://" in text:
+        return False
+    path = Path(text).expanduser()
+    return path.is_dir() or is_image_path(text) or (is_glob(text) and not path.exists())
 
 
 class ImageSink:
@@ -271,8 +307,7 @@ class ImageSink:
             paths = [self.directory / os.path.relpath(os.path.abspath(p), root) for p in inputs]
         else:
             paths = [self.path(i) for i in range(len(inputs))]
-        glob = Path(inputs[0]).parent / f"*{Path(inputs[0]).suffix}"  # what the shell may have expanded
-        hint = f"; an unquoted glob? quote it so that all its files are INPUT: '{glob}'" if self.single_file else ""
+        hint = unquoted_glob_hint(inputs[0], paths[0]) if self.single_file else ""
         ids = file_ids(inputs)
         for path in paths:
             check_replaceable(path, ids, hint)

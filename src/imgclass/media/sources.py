@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImgclassError
-from .images import is_glob, is_image_path, list_images, open_image
+from .images import is_glob, is_image_path, is_still_images, list_images, open_image
 from .options import SourceOptions, as_fraction
 
 log = logging.getLogger("imgclass.media")
@@ -81,15 +81,6 @@ def open_source(uri: str | int | Path, options: SourceOptions | None = None, **o
     if is_still_images(text):
         return ImageSource(text.removeprefix("file://"), opts)
     return AVSource(text, opts)
-
-
-def is_still_images(uri: str) -> bool:
-    """True for an image file, a directory or a glob: what ``media.images`` reads."""
-    text = uri.removeprefix("file://")
-    if "://" in text:
-        return False
-    path = Path(text).expanduser()
-    return path.is_dir() or is_image_path(text) or (is_glob(text) and not path.exists())
 
 
 class Source:
@@ -365,7 +356,7 @@ class AVSource(Source):
             problems.append(f"{corrupt} corrupt packet(s) skipped")
         if problems and not self.damage:
             self.damage = "; ".join(problems)
-            log.warning(f"{self.name}: truncated or damaged ({self.damage}); classified what could be decoded")
+            log.warning(f"{self.name}: truncated or damaged ({self.damage}); used what could be decoded")
 
     def __iter__(self) -> Iterator[Frame]:
         with self._reading:

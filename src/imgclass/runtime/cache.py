@@ -34,9 +34,11 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
-def engine_path(stem: str, key: str, suffix: str = ".onnx") -> Path:
+def engine_path(stem: str, key: str, suffix: str = ".onnx", folder: str = "engines") -> Path:
+    """Where the cache keeps an entry: ``folder`` ("engines": what runs; "sources": the fp32 ONNX
+    exports engines are built from) of ``cache_dir()``."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)
-    return cache_dir() / "engines" / f"{safe}-{key}{suffix}"
+    return cache_dir() / folder / f"{safe}-{key}{suffix}"
 
 
 def _varint(n: int) -> bytes:
@@ -66,6 +68,11 @@ def is_sealed(data: bytes) -> bool:
     body = memoryview(data)[:-_SEAL_SIZE]
     return (len(data) > _SEAL_SIZE and data[-_SEAL_SIZE:-32] == _SEAL_HEAD
             and hashlib.sha256(body).digest() == data[-32:])
+
+
+def unsealed(entry: bytes) -> bytes:
+    """The bytes ``seal`` was given: an entry without its seal (for entries that are not protobuf, e.g. JSON)."""
+    return entry[:-_SEAL_SIZE]
 
 
 def read_entry(path: Path) -> bytes | None:

@@ -6,6 +6,7 @@ import json
 import shlex
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnxruntime as ort
@@ -19,6 +20,10 @@ ENGINE_FORMAT = 2  # bump when the way engines are built changes
 INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
 META_LABELS, META_SYNSETS = "imgclass.labels", "imgclass.synsets"
 META_PREPROCESS, META_NETWORK = "imgclass.preprocess", "imgclass.network"
+META_DATASET = "imgclass.dataset"  # a trained model's dataset folder: its images calibrate int8
+SOURCE_FORMAT = 1  # bump when the way registry networks are exported changes
+# an engine's source: the ONNX model's bytes, or what writes it to a scratch path (see OnnxEngine)
+ModelSource = bytes | Callable[[Path], Path | bytes]
 
 
 def providers_for(device: str) -> list[str]:
@@ -36,6 +41,9 @@ def _session(model: bytes, name: str, threads: int | None, providers: list[str],
              optimized_to: str | None = None) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # Idle inference threads sleep instead of spinning: decode threads need those cores between
+    # batches (end to end +48% on 2 cores, model-only unchanged; BENCHMARKS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     if optimized_to:
@@ -47,13 +55,38 @@ def _session(model: bytes, name: str, threads: int | None, providers: list[str],
     try:
         return ort.InferenceSession(model, options, providers=providers)
     except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-        raise ImgclassError(f"{name}: not a valid ONNX model ({first_line(e)}); export it again") from None
+        raise _not_onnx(name, first_line(e)) from None
 
 
-def _optimize(build_onnx, name: str, threads: int | None, providers: list[str]) -> bytes:
-    """The source model (from ``build_onnx``) as optimized by ONNX Runtime, saved and read back."""
+def _not_onnx(name: str, why: str) -> ImgclassError:
+    return ImgclassError(f"{name}: not a valid ONNX model ({why}); export it again")
+
+
+def _check_parses(model: bytes, name: str):
+    """Refuse bytes that do not parse as an ONNX model (cut short, another kind of file): the cheap
+    part of ONNX Runtime's own check, done before a slow build is announced so that the error is
+    the only line said. Returns the parsed model (an ``onnx.ModelProto``).
+
+    Raises:
+        ImgclassError: not an ONNX model.
+    """
+    import onnx  # only on a cache miss: a warm run never loads it
+
+    try:
+        proto = onnx.load_model_from_string(model)
+    except Exception:  # protobuf's DecodeError, untyped in its public API
+        raise _not_onnx(name, "it does not parse as ONNX: cut short, or another kind of file") from None
+    if not proto.graph.output:  # stray bytes can parse as an empty message
+        raise _not_onnx(name, "it holds no graph with outputs")
+    return proto
+
+
+def _optimize(source: ModelSource, name: str, threads: int | None, providers: list[str]) -> bytes:
+    """The source model (bytes, or from a ``build_onnx`` callable) as optimized by ONNX Runtime,
+    saved and read back."""
     with tempfile.TemporaryDirectory(prefix="imgclass-") as scratch:
-        source = build_onnx(Path(scratch) / "source.onnx")
+        if callable(source):
+            source = source(Path(scratch) / "source.onnx")
         optimized = Path(scratch) / "optimized.onnx"
         _session(source if isinstance(source, bytes) else Path(source).read_bytes(), name, threads, providers,
                  optimized_to=str(optimized))
@@ -115,7 +148,7 @@ def _with_external_data(data: bytes, path: Path) -> bytes:
 
     try:
         proto = onnx.load_model_from_string(data)
-    except Exception:  # not ONNX at all: onnxruntime's message says so
+    except Exception:  # not ONNX at all: _check_parses says so on a cache miss
         return data
     try:
         load_external_data_for_model(proto, str(path.parent))
@@ -129,23 +162,92 @@ def _with_external_data(data: bytes, path: Path) -> bytes:
                             "imgclass cannot cache it; use a smaller model") from None
 
 
+def cached_export(build_onnx, key: str, stem: str, describe: str = "") -> bytes:
+    """The fp32 ONNX model that ``build_onnx`` writes (a registry network's export), built once and
+    cached under ``key``: every engine and precision of the network is built from these bytes.
+
+    Args:
+        build_onnx: called on a cache miss with a scratch file path; writes the model there and
+            returns the path, or returns the model's bytes.
+        describe: what a cache miss does, said once on stderr (nothing when empty).
+    """
+    path = engine_path(stem, cache_key(key, SOURCE_FORMAT), folder="sources")
+    data = read_entry(path)
+    if data is None:
+        if describe:
+            warn(f"{describe} (first run only; cached in {path.parent})")
+        with tempfile.TemporaryDirectory(prefix="imgclass-") as scratch:
+            source = build_onnx(Path(scratch) / "source.onnx")
+            data = write_entry(path, source if isinstance(source, bytes) else Path(source).read_bytes())
+    return data
+
+
+def pick_name(names: list[str], wanted: str | None, what: str, flag: str) -> str:
+    """The tensor to use: ``wanted``, or the model's only one.
+
+    Raises:
+        ImgclassError: several and none named, or ``wanted`` is not among them.
+    """
+    if wanted is None:
+        if len(names) != 1:
+            raise ImgclassError(f"model has {len(names)} {what}s ({', '.join(names)}); name one with {flag}")
+        return names[0]
+    if wanted not in names:
+        raise ImgclassError(f"model has no {what} '{wanted}' (it has: {', '.join(names)}); fix {flag}")
+    return wanted
+
+
+def meta_json(metadata: dict[str, str], key: str):
+    """A JSON value of a model's metadata (labels, synsets), or None when the model has none."""
+    return json.loads(metadata[key]) if key in metadata else None
+
+
+class OnnxHeader:
+    """What an ONNX model says about itself, read from its bytes without building a session (40 ms
+    for 19 MB): its metadata, input side and class count, for engines that need them before they
+    are built.
+
+    Raises:
+        ImgclassError: not an ONNX model, or no such input or output (``input_name``, ``output_name``).
+    """
+
+    def __init__(self, data: bytes, name: str, input_name: str | None = None, output_name: str | None = None):
+        proto = _check_parses(data, name)
+        weights = {w.name for w in proto.graph.initializer}  # old exports list them as inputs too
+        inputs = {i.name: i for i in proto.graph.input if i.name not in weights}
+        outputs = {o.name: o for o in proto.graph.output}
+        self.input_size = _last_dim(inputs[pick_name(list(inputs), input_name, "input blob", "--input-blob")])
+        self.num_outputs = _last_dim(outputs[pick_name(list(outputs), output_name, "output blob", "--output-blob")])
+        self.metadata = {p.key: p.value for p in proto.metadata_props}
+
+    def meta_json(self, key: str):
+        return meta_json(self.metadata, key)
+
+
+def _last_dim(value) -> int | None:
+    dims = value.type.tensor_type.shape.dim
+    return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+
+
 class OnnxEngine:
     """An optimized ONNX Runtime session over a cached engine.
 
     Args:
-        build_onnx: called on a cache miss with a scratch file path; writes the source ONNX model
-            there and returns the path, or returns the model's bytes.
+        source: the source ONNX model's bytes (checked before ``describe`` is said), or a callable
+            run on a cache miss with a scratch file path that writes the model there and returns
+            the path, or returns the model's bytes.
         source_sha: sha256 of the bytes the engine is built from (the ONNX model, or the weights).
         stem: readable prefix of the cache file name.
         source_name: the source in error messages (default: ``stem``).
         describe: what a cache miss does, said once on stderr (nothing when empty).
 
     Example:
-        >>> engine = OnnxEngine.from_file("model.onnx")  # doctest: +SKIP
-        >>> probs = engine.run(batch)                     # (N, classes)
+        >>> data = read_model(Path("model.onnx"))  # doctest: +SKIP
+        >>> engine = OnnxEngine(data, hashlib.sha256(data).hexdigest(), "model")
+        >>> probs = engine.run(batch)              # (N, classes)
     """
 
-    def __init__(self, build_onnx, source_sha: str, stem: str, *, threads: int | None = None, device: str = "cpu",
+    def __init__(self, source: ModelSource, source_sha: str, stem: str, *, threads: int | None = None, device: str = "cpu",
                  input_name: str | None = None, output_name: str | None = None, describe: str = "",
                  source_name: str | None = None):
         providers = providers_for(device)
@@ -154,31 +256,19 @@ class OnnxEngine:
         self.path = engine_path(stem, key)
         engine = read_entry(self.path)
         if engine is None:
+            if isinstance(source, bytes):
+                _check_parses(source, source_name or stem)
             if describe:
                 warn(f"{describe} (first run only; cached in {self.path.parent})")
-            engine = write_entry(self.path, _optimize(build_onnx, source_name or stem, threads, providers))
+            engine = write_entry(self.path, _optimize(source, source_name or stem, threads, providers))
         self.session = _session(engine, str(self.path), threads, providers)
         self.input = self._pick(self.session.get_inputs(), input_name, "input blob", "--input-blob")
         self.output = self._pick(self.session.get_outputs(), output_name, "output blob", "--output-blob")
         self.metadata = self.session.get_modelmeta().custom_metadata_map
 
-    @classmethod
-    def from_file(cls, model: str | Path, **kwargs) -> "OnnxEngine":
-        """The engine of an ONNX file (or an exported run folder: see ``model_file``)."""
-        path = model_file(model)
-        data = read_model(path)
-        return cls(lambda _scratch: data, hashlib.sha256(data).hexdigest(), path.stem, source_name=str(path), **kwargs)
-
     def _pick(self, nodes, wanted: str | None, what: str, flag: str):
-        names = [n.name for n in nodes]
-        if wanted is None:
-            if len(nodes) != 1:
-                raise ImgclassError(f"model has {len(nodes)} {what}s ({', '.join(names)}); name one with {flag}")
-            return nodes[0]
-        for n in nodes:
-            if n.name == wanted:
-                return n
-        raise ImgclassError(f"model has no {what} '{wanted}' (it has: {', '.join(names)}); fix {flag}")
+        name = pick_name([n.name for n in nodes], wanted, what, flag)
+        return next(n for n in nodes if n.name == name)
 
     @property
     def input_size(self) -> int | None:
@@ -191,16 +281,26 @@ class OnnxEngine:
         return n if isinstance(n, int) else None
 
     def meta_json(self, key: str):
-        return json.loads(self.metadata[key]) if key in self.metadata else None
+        return meta_json(self.metadata, key)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """NCHW float32 -> (N, classes) probabilities (softmax applied if the model outputs logits)."""
         fixed = self.input.shape[0]
         if isinstance(fixed, int) and fixed != len(batch):  # a model exported with a static batch size
             return np.concatenate([self.run(batch[i:i + fixed]) for i in range(0, len(batch), fixed)])
-        out = self.session.run([self.output.name], {self.input.name: batch})[0]
-        out = out.reshape(len(batch), -1).astype(np.float32, copy=False)
-        if out.min() < 0 or not np.allclose(out.sum(axis=1), 1, atol=1e-3):
-            out = np.exp(out - out.max(axis=1, keepdims=True))
-            out /= out.sum(axis=1, keepdims=True)
-        return out
+        return as_probabilities(self.session.run([self.output.name], {self.input.name: batch})[0])
+
+
+def as_probabilities(scores: np.ndarray) -> np.ndarray:
+    """A model's output for N images as (N, classes) float32 probabilities: softmax applied unless
+    they already are (a model exported with its softmax). Every engine's ``run`` ends here.
+
+    Example:
+        >>> as_probabilities(np.array([[2.0, 0.0]])).round(3)
+        array([[0.881, 0.119]], dtype=float32)
+    """
+    out = scores.reshape(len(scores), -1).astype(np.float32, copy=False)
+    if out.min() < 0 or not np.allclose(out.sum(axis=1), 1, atol=1e-3):
+        out = np.exp(out - out.max(axis=1, keepdims=True))
+        out /= out.sum(axis=1, keepdims=True)
+    return out

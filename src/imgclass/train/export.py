@@ -74,7 +74,7 @@ def export_int8(state: dict, model_dir: Path, model: torch.nn.Module, preprocess
     with tempfile.TemporaryDirectory(prefix="imgclass-") as scratch:
         fp32 = export_onnx(model, Path(scratch) / "model.onnx", preprocess, classes, network=network, softmax=softmax,
                            dataset=state["dataset"]).read_bytes()
-    int8 = calibrated_int8(fp32, preprocess, paths)
+    int8 = calibrated_int8(fp32, preprocess, paths, str(output))
     result = check_int8(fp32, int8, output, preprocess, samples)
     atomic_write(output, lambda tmp: Path(tmp).write_bytes(int8))
     return {"path": output, "calibration": len(paths), **result}
