@@ -3,18 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import re
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from importlib import import_module
+from typing import Iterator
 
 from ..errors import ImgclassError
 
-VERBS = ["classify", "models", "train", "export", "eval", "capture", "benchmark"]
+VERBS = ["classify", "models", "train", "export", "eval", "capture", "benchmark", "serve"]
+# jetson's --log-level thresholds, least to most said, as Python logging levels ("success" sits between)
+LOG_LEVELS = {"silent": logging.CRITICAL + 10, "error": logging.ERROR, "warning": logging.WARNING, "success": 25,
+              "info": logging.INFO, "verbose": 15, "debug": logging.DEBUG}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with each option's default shown once: appended as ``(default: X)`` unless the help text
+    already states it (often in words, like "default: the model's own setting"), and left out where there
+    is none to show (None, an off flag, a required option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (re.search(r"\bdefault\b", text) or action.required or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="imgclass", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="imgclass", formatter_class=HelpFormatter,
         description="Everyday image classification: classify, capture, train, export, run anywhere.")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
@@ -29,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Make a bad flag end in one line (``imgclass classify: error: ...; see --help``), not a usage dump."""
     def error(message: str):
+        extra = message.removeprefix("unrecognized arguments: ").split()
+        if message.startswith("unrecognized arguments:") and all(os.path.exists(arg) for arg in extra):
+            # `imgclass classify photos/*.jpg` unquoted: the shell passed every file
+            message = (f"{len(extra)} more files than INPUT [OUTPUT] ({extra[0]}, ...): the shell expanded a glob; "
+                       f"quote it ('photos/*.jpg') or give the folder")
         print(f"{parser.prog}: error: {message}; see {parser.prog} --help", file=sys.stderr)
         sys.exit(2)
 
@@ -47,12 +74,35 @@ def run_cli(run, args) -> int:
     except ImgclassError as e:
         print(f"imgclass: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("imgclass: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        print(f"imgclass: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
     except BrokenPipeError:  # `imgclass classify ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C raises KeyboardInterrupt so that the same clean-up runs (exit 143)."""
+
+
+@contextmanager
+def sigterm_stops_like_ctrl_c() -> Iterator[threading.Event]:
+    """Within the block SIGTERM (``kill``, ``docker stop``, systemd) stops the work as Ctrl-C does, so a
+    video being written is finalized rather than left as a hidden temporary file. Call from the main
+    thread. Yields an Event that is set once SIGTERM came."""
+    came = threading.Event()
+
+    def stop(signum, frame) -> None:
+        came.set()
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield came
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,8 +115,22 @@ def main(argv: list[str] | None = None) -> int:
 def _alias(module: str, argv: list[str] | None) -> int:
     mod = import_module(f"{__name__}.{module}")
     argv = jetson_argv(sys.argv[1:] if argv is None else argv)
-    args = one_line_errors(mod.jetson_parser()).parse_args(argv)
+    parser = mod.jetson_parser()
+    parser.add_argument("--log-level", type=str.lower, choices=list(LOG_LEVELS), default=None,
+                        help="how much imgclass's log says, jetson's levels (default: warnings and errors)")
+    args = one_line_errors(parser).parse_args(argv)
+    if args.log_level:
+        set_log_level(args.log_level)
     return run_cli(args.func, args)
+
+
+def set_log_level(level: str) -> None:
+    """jetson's ``--log-level`` / ``Log.SetLevel``: the threshold of imgclass's log (``imgclass.*`` loggers)."""
+    value = LOG_LEVELS.get(str(level).lower())
+    if value is None:
+        raise ImgclassError(f"log level '{level}' is unknown; use one of {', '.join(LOG_LEVELS)}")
+    logging.basicConfig(format="imgclass: %(message)s")
+    logging.getLogger("imgclass").setLevel(value)
 
 
 def imagenet_main(argv: list[str] | None = None) -> int:
@@ -80,8 +144,13 @@ def camera_capture_main(argv: list[str] | None = None) -> int:
 
 
 def onnx_export_main(argv: list[str] | None = None) -> int:
-    """``onnx_export.py``: jetson's export script."""
+    """``onnx_export.py``: jetson's export script (writes the Jetson file, as ``imgclass export --jetson``)."""
     return _alias("export", argv)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """``train.py``: jetson's pytorch-classification training script and its flags."""
+    return _alias("train", argv)
 
 
 def jetson_argv(argv: list[str]) -> list[str]:
