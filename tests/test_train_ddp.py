@@ -1,8 +1,11 @@
-"""Distributed training on CPUs: 2 gloo processes through torchrun reach what 1 process reaches, rank 0
-alone writes the model dir, and a run resumes on 2 processes from a checkpoint (any run's: checkpoints
-do not depend on the number of processes)."""
+"""Distributed training on CPUs: 2 gloo processes through torchrun reach what 1 process reaches, on one
+node and on two (two torchrun launchers meeting at a c10d rendezvous on localhost), rank 0 alone writes
+the model dir, and a run resumes on 2 processes from a checkpoint (any run's: checkpoints do not depend
+on the number of processes)."""
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -111,6 +114,55 @@ def test_two_processes_reach_the_single_process_result(one, two):
     assert out.stdout.count("best val accuracy") == 1, "rank 0 alone prints the summary"
     assert out.stderr.count("epoch 0 (head)") == 1, "rank 0 alone logs"
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(p.name for p in one.iterdir())
+
+
+def node_cmd(dataset: Path, model_dir: Path, node_rank: int, port: int) -> list[str]:
+    """One node's launcher of a 2-node run, 1 process a node, meeting the other at 127.0.0.1:``port``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+            "--node-rank", str(node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+            "--rdzv-id", "imgclass-two-nodes", "-m", "imgclass", "train", str(dataset), "--model-dir", str(model_dir),
+            *TINY]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def two_nodes(dataset, watch, one, tmp_path_factory) -> tuple[Path, str]:
+    """The same run on 2 "nodes" of this machine: two launchers started side by side (as on two hosts);
+    the rendezvous, not --node-rank, decides which of their processes is rank 0. Returns the model dir
+    and both launchers' stdout."""
+    model_dir, logs, port = watch["runs"] / "two-nodes", tmp_path_factory.mktemp("launchers"), free_port()
+    env = {**watch["env"], "OMP_NUM_THREADS": "1"}  # 2 processes on the cores, as --nproc-per-node does
+    launchers = []
+    for rank in (0, 1):
+        with open(logs / f"node{rank}.out", "w") as out, open(logs / f"node{rank}.err", "w") as err:
+            # A session of its own: a hung launcher is killed with its training process.
+            launchers.append(subprocess.Popen(node_cmd(dataset, model_dir, rank, port), stdout=out, stderr=err,
+                                              env=env, start_new_session=True))
+    try:
+        for launcher in launchers:
+            launcher.wait(timeout=300)
+    finally:
+        for launcher in launchers:
+            if launcher.poll() is None:
+                os.killpg(launcher.pid, signal.SIGKILL)
+                launcher.wait()
+    for rank, launcher in enumerate(launchers):
+        assert launcher.returncode == 0, (logs / f"node{rank}.err").read_text()
+    return model_dir, "".join((logs / f"node{rank}.out").read_text() for rank in (0, 1))
+
+
+def test_two_nodes_reach_the_single_process_result(one, two_nodes, watch):
+    model_dir, stdout = two_nodes
+    assert_same_run(rows(one), rows(model_dir))
+    assert float(rows(model_dir)[-1]["val_acc"]) == 100.0
+    assert stdout.count("best val accuracy") == 1, "rank 0 alone prints the summary"
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(p.name for p in one.iterdir())
+    assert not (watch["logs"] / "rank1").exists(), (watch["logs"] / "rank1").read_text()
 
 
 def test_rank_0_alone_writes_the_model_dir(two, watch):

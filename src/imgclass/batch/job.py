@@ -1,0 +1,129 @@
+"""``classify_table``: classify a list of images into a results table, in this process or on Ray Data."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pyarrow as pa
+
+from ..api import Classifier
+from ..errors import ImgclassError
+from ..media.images import file_ids
+from . import TABLE_SUFFIXES
+from .inputs import ImageRef, is_uri, local_files, read_inputs
+from .shards import Shards
+from .table import check_output, results_table, write_results
+
+DEFAULT_SHARD_SIZE = 512  # images per part: what an interruption can cost, and one manifest write each
+
+
+@dataclass
+class TableSummary:
+    """What a ``classify_table`` run did."""
+
+    output: Path
+    images: int                # rows of the table
+    resumed: int               # of them, classified by an earlier run that was stopped
+    seconds: float             # this run's classifying (resumed parts took none)
+    network: str
+    where: str                 # "in this process", "on Ray: 2 actors on 2 nodes"
+    errors: list[str] = field(default_factory=list)  # the error column's messages, in order
+
+
+def classify_table(input: str, output: str | Path, classifier: dict | None = None, *, topk: int = 1,
+                   threshold: float = 0.0, batch_size: int = 8, path_column: str = "path",
+                   shard_size: int = DEFAULT_SHARD_SIZE, ray: str | None = None, ray_actors: int | None = None,
+                   on_progress: Callable[[int], None] | None = None) -> TableSummary:
+    """Classify every image INPUT names into a table at ``output`` (.parquet, .csv or .jsonl): one row per
+    image, in INPUT's order; an image that cannot be read gets a row with its error, and the rest go on.
+
+    The rows are kept in parts beside ``output`` (``Shards``) as they finish, and merged into ``output``
+    (atomically) at the end: the same call after an interruption classifies only what is missing.
+
+    Args:
+        input: folder, glob, image, ``.txt`` list, or a ``.parquet`` / ``.csv`` / ``.jsonl`` table whose
+            ``path_column`` holds paths or URIs (see ``read_inputs``).
+        classifier: keyword arguments of ``imgclass.Classifier`` (each Ray actor builds its own from them).
+        ray: None: classify here with ``Classifier.classify_files``. Else on Ray Data: "local" starts a
+            Ray on this machine; an address (``host:6379``, ``ray://host:10001``, ``auto``) joins a cluster;
+            a caller that has already called ``ray.init`` keeps its connection.
+        ray_actors: Ray actors, one Classifier each (default: see ``raydata.actor_plan``).
+        on_progress: called with the number of images of each part as it finishes.
+
+    Raises:
+        ImgclassError: a bad INPUT, OUTPUT or model (before any work), or a Ray cluster out of reach.
+    """
+    output = Path(output)
+    if output.suffix.lower() not in TABLE_SUFFIXES:
+        raise ImgclassError(f"{output}: a results table ends in {', '.join(TABLE_SUFFIXES)}")
+    if shard_size < 1:
+        raise ImgclassError(f"shard size {shard_size}: give 1 or more images")
+    refs = read_inputs(input, path_column)
+    check_output(output, set() if is_uri(input) else file_ids([input]))
+    classifier = dict(classifier or {})
+    # Here too on Ray: a bad model fails now, in one line, and the engine cache is warm for the actors.
+    net = Classifier(**({**classifier, "device": "cpu"} if ray is not None else classifier))
+    about = {"network": net.network_name, "topk": topk, "threshold": threshold}
+    shards = Shards(output, fingerprint(refs, classifier, about), len(refs))
+    resumed, todo, start = shards.finished, shards.pending(shard_size), time.perf_counter()
+    if ray is None:
+        parts = ((span, classify_rows(net, refs[slice(*span)], topk, threshold, batch_size)) for span in todo)
+    else:
+        del net  # the actors have their own
+        from .raydata import RayJob
+        job = RayJob(ray, classifier, topk=topk, threshold=threshold, batch_size=batch_size, actors=ray_actors)
+        parts = job.parts(refs, todo)
+    for span, table in parts:
+        shards.save(span, table)
+        if on_progress is not None:
+            on_progress(span[1] - span[0])
+    where = "in this process" if ray is None else job.describe()
+    seconds = time.perf_counter() - start
+    errors: list[str] = []
+    write_results(output, _noting_errors(shards.tables(), errors), about)
+    shards.clear()
+    return TableSummary(output, len(refs), resumed, seconds, about["network"], where, errors)
+
+
+def classify_rows(net: Classifier, refs: Sequence[ImageRef], topk: int = 1, threshold: float = 0.0,
+                  batch_size: int = 8, workers: int | None = None) -> pa.Table:
+    """Classify ``refs`` with ``net.classify_files`` (``workers`` decoding threads) into results rows: the
+    one route of both the local and the Ray run (decoded here or in the actor), so both give the same table.
+
+    Messages name each image as INPUT does, not by the absolute path or local copy that was read.
+    """
+    with local_files([r.source for r in refs]) as files:
+        readable = [f for f in files if isinstance(f, Path)]
+        found = iter(net.classify_files(readable, topk, threshold, batch_size, workers=workers))
+        results = [f if isinstance(f, ImgclassError) else next(found)[1] for f in files]
+    results = [ImgclassError(str(r).replace(str(f), ref.name)) if isinstance(r, ImgclassError) and
+               isinstance(f, Path) else r for r, f, ref in zip(results, files, refs)]
+    return results_table([r.name for r in refs], results)
+
+
+def fingerprint(refs: Sequence[ImageRef], classifier: dict, about: dict) -> str:
+    """What makes two runs' rows interchangeable: the image list and every setting that changes a result,
+    the model, labels and weights files' size and time included (a retrained model.onnx is another)."""
+    def stat(path) -> list | None:
+        try:
+            st = os.stat(path)
+        except (OSError, TypeError, ValueError):
+            return None
+        return [st.st_size, st.st_mtime_ns]
+
+    job = {"sources": [r.source for r in refs], "about": about,
+           "classifier": {k: str(v) for k, v in sorted(classifier.items()) if k not in ("threads",)},
+           "files": {k: stat(classifier.get(k)) for k in ("model", "labels", "weights") if classifier.get(k)}}
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+
+
+def _noting_errors(tables: Iterator[pa.Table], errors: list[str]) -> Iterator[pa.Table]:
+    """``tables`` as they are, each one's error messages appended to ``errors`` on the way."""
+    for table in tables:
+        errors += [e for e in table.column("error").to_pylist() if e is not None]
+        yield table
