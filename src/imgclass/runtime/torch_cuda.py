@@ -27,7 +27,10 @@ from ..preprocess import Preprocess
 from .cache import cache_dir, cache_key, writable_dir
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-DECODE_THREADS = 4  # nvJPEG batches decoded side by side: 3.7k -> 6.6k img/s on an H200 (BENCHMARKS.md)
+# nvJPEG batches decoded side by side. On the H200 end to end (benchmarks/cuda_end_to_end.py, one run):
+# 1 thread 5,172-5,599 img/s, 2: 5,083-5,316, 4: 4,262-5,178, 8: 4,639-4,707 (an earlier session
+# measured 4 threads best for decode alone; BENCHMARKS.md).
+DECODE_THREADS = 1
 COMPILE_FROM = 64  # smaller batches are launch-bound: a CUDA graph alone serves them, with no compile wait
 
 
