@@ -36,7 +36,9 @@ def engines(cache):
     return sorted((cache / "engines").glob("*.onnx"))
 
 
-def test_a_changed_model_file_never_runs_a_stale_engine(tmp_path, private_cache):
+def test_a_changed_model_file_never_runs_a_stale_engine(tmp_path, monkeypatch):
+    private_cache = tmp_path / "cache"  # its own: other tests build engines of the same tiny models
+    monkeypatch.setenv("IMGCLASS_CACHE", str(private_cache))
     model, labels = tmp_path / "model.onnx", tmp_path / "labels.txt"
     labels.write_text("red\nblue\n")
     tiny_onnx(model, [[5, -5], [0, 0], [-5, 5]])
