@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,9 @@ EXAMPLES = ROOT / "examples" / "images"
 # ../shared/data beside the checkout; IMGCLASS_DATA points elsewhere (the GPU machine gets a copy).
 # A fresh clone has no ../shared: tests that need it skip (data_dir), the rest pass.
 DATA = Path(os.environ.get("IMGCLASS_DATA") or ROOT.parent / "shared" / "data")
+# Started in the background by a non-interactive shell, pytest inherits SIGINT ignored, and so would
+# every process a test starts: the Ctrl-C tests need it delivered (a handled signal resets on exec).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

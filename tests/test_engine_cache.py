@@ -128,9 +128,13 @@ def test_a_read_only_cache_folder_still_classifies(tmp_path, cache, labels, caps
     for folder in (cache, cache / "engines"):
         folder.chmod(0o555)
     if os.geteuid() == 0:  # root writes through permissions: refuse the write as the kernel would for a user
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr("imgclass.media.images.tempfile.mkstemp", refuse)
+        real_open = os.open
+
+        def refuse(file, flags, *args, **kwargs):  # creating a file in the cache: what a user may not
+            if flags & os.O_CREAT and str(file).startswith(str(cache)):
+                raise PermissionError(13, "Permission denied")
+            return real_open(file, flags, *args, **kwargs)
+        monkeypatch.setattr(os, "open", refuse)
     try:
         capsys.readouterr()
         assert imgclass.Classifier(model=model, labels=labels).classify(RED)[0].label == "red"

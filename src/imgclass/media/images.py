@@ -5,7 +5,7 @@ import glob as globlib
 import io
 import os
 import re
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -15,8 +15,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImgclassError
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what media.sinks writes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 EXIF_SOFTWARE = 0x0131
@@ -122,13 +120,15 @@ def atomic_output(path: str | Path) -> Iterator[str]:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
     except OSError as e:
         raise _cannot_write(path, e) from None
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; the user's file gets the usual mode
-    try:
-        yield tmp
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+    try:  # from before the file exists: a Ctrl-C at any point leaves no temporary file
+        try:  # created with the user's usual mode (0666 less the umask), as a plain open would
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except OSError as e:
+            raise _cannot_write(path, e) from None
+        yield str(tmp)
         with open(tmp, "rb+") as f:  # on disk before the rename: a crash never leaves an empty file at path
             os.fsync(f.fileno())
         try:
@@ -136,7 +136,7 @@ def atomic_output(path: str | Path) -> Iterator[str]:
         except OSError as e:
             raise _cannot_write(path, e) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
