@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,24 @@ def classifier():
     """The default network, shared by the tests (its export runs once per session)."""
     import imgclass
     return imgclass.Classifier()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A tiny trained run (two generated classes, 64 px, one epoch), trained once for the session."""
+    from imgclass.train import TrainConfig, train
+    from test_train import make_dataset
+
+    dataset = make_dataset(tmp_path_factory.mktemp("tiny"))
+    model_dir = tmp_path_factory.mktemp("tiny-run")
+    train(TrainConfig(str(dataset), model_dir=str(model_dir), epochs=1, resolution=64))
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_run, tmp_path_factory) -> Path:
+    """A copy of ``tiny_run`` for one test module to export into."""
+    return Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("run"), dirs_exist_ok=True))
 
 
 def run_python(*args: str, cwd: str | Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

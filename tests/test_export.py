@@ -8,20 +8,10 @@ import torch
 
 from imgclass.errors import ImgclassError
 from imgclass.runtime.onnx import META_LABELS, META_PREPROCESS
-from imgclass.train import TrainConfig, train
 from imgclass.train.export import check_agreement
 from imgclass.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 from conftest import run_cli, run_python
-from test_train import make_dataset
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    dataset = make_dataset(tmp_path_factory.mktemp("tiny"))
-    model_dir = tmp_path_factory.mktemp("run")
-    train(TrainConfig(str(dataset), model_dir=str(model_dir), epochs=1, resolution=64))
-    return model_dir
 
 
 @pytest.fixture(scope="module")

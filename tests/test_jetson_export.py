@@ -11,21 +11,11 @@ import torch
 
 from imgclass.export_jetson import jetson_input_size, jetson_preprocess
 from imgclass.runtime.onnx import META_LABELS
-from imgclass.train import TrainConfig, train
 from imgclass.train.export import load_run
 
 from conftest import run_cli, run_python
-from test_train import make_dataset
 
 SIDE = round(64 / 0.875)  # the tiny run's input side: its 64 px model input before the center crop
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    dataset = make_dataset(tmp_path_factory.mktemp("tiny"))
-    model_dir = tmp_path_factory.mktemp("run")
-    train(TrainConfig(str(dataset), model_dir=str(model_dir), epochs=0, resolution=64))
-    return model_dir
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,11 @@ from imgclass.media.images import open_image
 from imgclass.preprocess import _RESAMPLE, Preprocess
 from imgclass.runtime.onnx import META_DATASET
 from imgclass.runtime.openvino import OpenVinoEngine, cpu_precisions
-from imgclass.train import TrainConfig, train
 from imgclass.train.export import export_run
 
 from conftest import data_dir, run_cli
 from test_classify import ground_truth
 from test_runtime import tiny_onnx
-from test_train import make_dataset
 
 
 def needs(p: str) -> None:
@@ -113,14 +111,6 @@ def test_auto_keeps_fp32_where_a_precision_loses_top1():
     assert choice == "fp32" and report["fp32"]["top1"] == 1 and report["int8"]["top1"] == 3 / 8
     # without labels, fp32's probabilities stand in for them: a sure class lost costs a whole image
     assert precision.choose(runs, images, None, images)[1]["int8"]["top1"] == 3 / 8
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    dataset = make_dataset(tmp_path_factory.mktemp("tiny"))
-    model_dir = tmp_path_factory.mktemp("run")
-    train(TrainConfig(str(dataset), model_dir=str(model_dir), epochs=1, resolution=64))
-    return model_dir
 
 
 def test_export_int8_writes_a_quantized_model_checked_on_the_val_images(run_dir):

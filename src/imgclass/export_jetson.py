@@ -211,7 +211,7 @@ def check_jetson_agreement(model: nn.Module, preprocess: Preprocess, onnx_path: 
 
     from .api import Classifier
     from .data import decode_images
-    from .train.export import MAX_PROB_DIFF
+    from .train.export import compare_with_torch
 
     net = Classifier(model=onnx_path, device="cpu")
     side, size = jetson_input_size(preprocess), preprocess.size
@@ -222,11 +222,4 @@ def check_jetson_agreement(model: nn.Module, preprocess: Preprocess, onnx_path: 
     onnx_probs = net.probabilities(net.preprocess.normalize(images.pixels))
     top = (side - size) // 2
     crops = preprocess.normalize(images.pixels[:, top:top + size, top:top + size])
-    with torch.no_grad():
-        torch_probs = torch.softmax(model.eval()(torch.from_numpy(crops)), 1).numpy()
-    diff = float(np.abs(onnx_probs - torch_probs).max())
-    agree = float((onnx_probs.argmax(1) == torch_probs.argmax(1)).mean())
-    if diff > MAX_PROB_DIFF or agree < 1:
-        raise ImgclassError(f"{onnx_path}: the Jetson file and PyTorch disagree on {len(images)} real images "
-                            f"(max prob difference {diff:.2e}, top-1 agreement {agree:.1%}); do not use this file")
-    return {"images": len(images), "max_abs_diff": diff, "top1_agreement": agree}
+    return compare_with_torch(onnx_probs, model, crops, onnx_path, "the Jetson file")

@@ -149,12 +149,18 @@ def check_agreement(model: torch.nn.Module, onnx_path: Path, paths: list[Path]) 
     if len(images) == 0:
         raise ImgclassError(f"none of the {len(paths)} images for the ONNX check could be read; pass --check-images DIR")
     batch = net.preprocess.normalize(images.pixels)
-    onnx_probs = net.probabilities(batch)
+    return compare_with_torch(net.probabilities(batch), model, batch, onnx_path, "ONNX Runtime")
+
+
+def compare_with_torch(onnx_probs: np.ndarray, model: torch.nn.Module, torch_batch: np.ndarray, onnx_path: Path,
+                       what: str) -> dict:
+    """Check an exported file's probabilities against PyTorch's on ``torch_batch`` (the same images);
+    raise if they differ by more than MAX_PROB_DIFF or any top-1 differs."""
     with torch.no_grad():
-        torch_probs = torch.softmax(model.eval()(torch.from_numpy(batch)), 1).numpy()
+        torch_probs = torch.softmax(model.eval()(torch.from_numpy(torch_batch)), 1).numpy()
     diff = float(np.abs(onnx_probs - torch_probs).max())
     agree = float((onnx_probs.argmax(1) == torch_probs.argmax(1)).mean())
     if diff > MAX_PROB_DIFF or agree < 1:
-        raise ImgclassError(f"{onnx_path}: ONNX Runtime and PyTorch disagree on {len(images)} real images "
+        raise ImgclassError(f"{onnx_path}: {what} and PyTorch disagree on {len(torch_batch)} real images "
                             f"(max prob difference {diff:.2e}, top-1 agreement {agree:.1%}); do not use this file")
-    return {"images": len(images), "max_abs_diff": diff, "top1_agreement": agree}
+    return {"images": len(torch_batch), "max_abs_diff": diff, "top1_agreement": agree}
