@@ -17,6 +17,7 @@ from imgclass.media import sources
 from imgclass.media.sources import open_source
 
 from conftest import run_cli
+from test_media_video import stop_looped_classify
 
 
 def make_video(path: Path, frames: int = 60, codec: str = "libx264", **container_options: str) -> Path:
@@ -81,17 +82,8 @@ def test_a_truncated_video_without_its_index_is_one_error_line(tmp_path):
 
 def test_sigterm_finalizes_the_video_like_ctrl_c(tmp_path):
     clip, out = make_video(tmp_path / "clip.mkv"), tmp_path / "out.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "imgclass", "classify", str(clip), str(out), "--input-loop", "-1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        lines = (line for line in proc.stdout if " frame " in line)
-        for _ in range(40):  # the model is loaded and 40 frames are through
-            next(lines)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143, err
+    returncode, err = stop_looped_classify(clip, out, signal.SIGTERM)
+    assert returncode == 143, err
     assert "stopped by SIGTERM; " in err and "Traceback" not in err
     assert frame_count(out) >= 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv", "out.mp4"], "a temporary file was left"

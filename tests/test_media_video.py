@@ -163,19 +163,25 @@ def test_truncated_and_unsupported_videos(videos, tmp_path):
         open_source(tmp_path / "odd.mkv")
 
 
-def test_ctrl_c_finalizes_a_playable_mp4(videos, tmp_path):
-    out = tmp_path / "live.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "imgclass", "classify", str(videos / "asl_book.mkv"), str(out),
-                             "--input-loop", "-1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def stop_looped_classify(clip: Path, out: Path, stop: signal.Signals) -> tuple[int, str]:
+    """``imgclass classify CLIP OUT --input-loop -1`` sent ``stop`` once 40 frames are through: (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "imgclass", "classify", str(clip), str(out), "--input-loop", "-1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = (line for line in proc.stdout if " frame " in line)
         for _ in range(40):  # the model is loaded and 40 frames are through
             next(lines)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+def test_ctrl_c_finalizes_a_playable_mp4(videos, tmp_path):
+    out = tmp_path / "live.mp4"
+    returncode, err = stop_looped_classify(videos / "asl_book.mkv", out, signal.SIGINT)
+    assert returncode == 130, err
     assert "stopped by Ctrl-C" in err and "Traceback" not in err
     frames, stream = decoded(out)
     assert len(frames) >= 30 and stream.codec == "h264"
