@@ -5,6 +5,7 @@ TestClient); two start ``imgclass serve`` as a subprocess."""
 from __future__ import annotations
 
 import asyncio
+from asyncio import _get_running_loop as asyncio_running_loop
 import base64
 import io
 import json
@@ -33,6 +34,7 @@ import imgclass  # noqa: E402
 from conftest import run_cli  # noqa: E402
 from imgclass.api import result_record  # noqa: E402
 from imgclass.serve import MicroBatcher, QueueFull, Settings, create_app  # noqa: E402
+from imgclass.serve import oip as serve_oip  # noqa: E402
 from test_runtime import BLUE, RED, tiny_onnx  # noqa: E402
 
 MODEL = "efficientnet-lite0"
@@ -313,6 +315,28 @@ def test_oip_errors_are_400_json_naming_the_problem(client, jpegs):
     ]
     for r, status, words in cases:
         assert r.status_code == status and words in r.json()["error"], r.text
+
+
+def test_oip_outputs_named_twice_are_refused_and_encoding_runs_off_the_event_loop(client, jpegs, monkeypatch):
+    """A request could name 'labels' 20,000 times with topk 1000 and get a 472 MB answer, encoded on the
+    event loop (health probes waited seconds): each output may be named once, and the work is in a thread."""
+    image = [{"name": "images", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(jpegs["orange"]).decode()]}]
+    r = client.post(INFER, json={"inputs": image, "parameters": {"topk": 1000}, "outputs": [{"name": "labels"}] * 20_000})
+    assert r.status_code == 400 and "asked for twice" in r.json()["error"] and len(r.content) < 1000
+    on_loop = []
+    encode, parse = serve_oip.encode_infer_response, serve_oip.parse_infer_request
+
+    def spy(real):
+        def call(*args):
+            on_loop.append(asyncio_running_loop() is not None)
+            return real(*args)
+        return call
+
+    monkeypatch.setattr(serve_oip, "encode_infer_response", spy(encode))
+    monkeypatch.setattr(serve_oip, "parse_infer_request", spy(parse))
+    r = client.post(INFER, json={"inputs": image, "outputs": [{"name": "labels"}, {"name": "indices"}]})
+    assert r.status_code == 200 and r.json()["outputs"][0]["data"] == ["orange"]
+    assert on_loop == [False, False]
 
 
 # --- metrics, API key ------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -197,13 +198,14 @@ class Service:
     async def infer(self, request: Request) -> Response:
         """``POST /v2/models/{model}/infer``: the Open Inference Protocol's inference request."""
         self._check_model(request)
-        req = oip.parse_infer_request(await request.body(), request.headers.get(oip.HEADER_LENGTH))
+        # Parsing and encoding scale with the request: in a thread, so the event loop keeps answering.
+        req = await run_in_threadpool(oip.parse_infer_request, await request.body(), request.headers.get(oip.HEADER_LENGTH))
         named = [(f"{oip.INPUT}[{i}]", data) for i, data in enumerate(req.images)]
         results = await self.classify_images(named, req.topk or self.settings.topk, 0.0)
         failed = [str(r) for r in results if isinstance(r, ImgclassError)]
         if failed:  # an output tensor needs every image: say which ones failed, all in one line
             raise ImgclassError("; ".join(failed))
-        body, headers = oip.encode_infer_response(self.name, req, results)
+        body, headers = await run_in_threadpool(oip.encode_infer_response, self.name, req, results)
         return Response(body, headers=headers)
 
     def _check_model(self, request: Request) -> None:

@@ -172,6 +172,8 @@ def _outputs(requested, binary_default: bool) -> list[tuple[str, bool]]:
         name, params = out.get("name"), _dict(out.get("parameters"), "output parameters")
         if name not in OUTPUTS:
             raise ImgclassError(f"no output {name!r}; this model has {', '.join(OUTPUTS)}")
+        if any(name == seen for seen, _ in chosen):  # each answer tensor once: no amplification by repetition
+            raise ImgclassError(f"output {name!r} is asked for twice; name each output once")
         if "classification" in params or "shared_memory_region" in params:
             raise ImgclassError(f"{name}: the classification and shared memory extensions are not supported; "
                                 "ask for labels, confidences and indices, with parameters.topk for K")
