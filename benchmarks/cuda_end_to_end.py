@@ -11,6 +11,7 @@ import time
 
 import torch
 
+import imgclass.media.gpu_decode as gpu_decode
 import imgclass.runtime.torch_cuda as torch_cuda
 from imgclass.media.images import list_images
 from imgclass.models import get_spec
@@ -28,7 +29,7 @@ def main() -> None:
     list(engine.classify_files(files[:600], 256))  # compile, graphs and decoders warm, outside the timings
     for threads in (4, 1, 2, 8):
         for batch in (256, 512):
-            torch_cuda.DECODE_THREADS = threads
+            gpu_decode.DECODE_THREADS = threads
             best = 0.0
             for _ in range(2):
                 torch.cuda.synchronize()

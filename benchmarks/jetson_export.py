@@ -2,7 +2,7 @@
 imgclass's accuracy with the same trained model, on real val sets (hymenoptera, flowers12).
 
 jetson's imageNet feeds an ONNX model the whole frame resized to the input (c/tensorConvert.cu samples
-nearest-neighbor), RGB 0..1, ImageNet mean/std. That is re-implemented here (imgclass.export_jetson.
+nearest-neighbor), RGB 0..1, ImageNet mean/std. That is re-implemented here (imgclass.export.jetson.
 jetson_preprocess) and also run with a bilinear resize (cv2.INTER_LINEAR), then fed to the exported
 file in ONNX Runtime one image at a time. "before" is what a plain export gave on a Jetson: the model's
 own input size, stretched, ImageNet-normalized although the model was trained otherwise.
@@ -24,11 +24,11 @@ import onnxruntime as ort
 import torch
 
 from imgclass.data import SPLIT_FILE, find_dataset
-from imgclass.export_jetson import JETSON_MEAN, JETSON_STD, export_jetson_run, jetson_preprocess
+from imgclass.export.jetson import JETSON_MEAN, JETSON_STD, export_jetson_run, jetson_preprocess
 from imgclass.media.images import load_image
 from imgclass.train.checkpoint import BEST
 from imgclass.train.evaluate import evaluate_dataset
-from imgclass.train.export import load_run
+from imgclass.export.run import load_run
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -95,7 +95,7 @@ onnx.save(model, path)
 
 def fake_train(tmp_path: Path) -> list[list[str]]:
     """The train commands for CaptureApp: FAKE_TRAIN writing tmp_path/model/model.onnx."""
-    from imgclass.runtime.onnx import META_LABELS, META_PREPROCESS
+    from imgclass.models.onnx import META_LABELS, META_PREPROCESS
     (tmp_path / "model").mkdir(exist_ok=True)
     return [[sys.executable, "-c", FAKE_TRAIN, str(tmp_path / "model" / "model.onnx"), META_LABELS, META_PREPROCESS]]
 

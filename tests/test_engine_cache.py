@@ -2,7 +2,6 @@
 while its engine is built, a cache folder that cannot be written, and the wrong kind of --model."""
 import os
 
-import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest

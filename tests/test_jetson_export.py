@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from imgclass.export_jetson import jetson_input_size, jetson_preprocess
-from imgclass.runtime.onnx import META_LABELS
-from imgclass.train.export import load_run
+from imgclass.export.jetson import jetson_input_size, jetson_preprocess
+from imgclass.models.onnx import META_LABELS
+from imgclass.export.run import load_run
 
 from conftest import run_cli, run_python
 

@@ -9,13 +9,13 @@ import pytest
 from PIL import Image
 
 import imgclass
-import imgclass.precision as precision
+import imgclass.runtime.precision as precision
 from imgclass.errors import ImgclassError
 from imgclass.media.images import open_image
 from imgclass.preprocess import _RESAMPLE, Preprocess
-from imgclass.runtime.onnx import META_DATASET
+from imgclass.models.onnx import META_DATASET
 from imgclass.runtime.openvino import OpenVinoEngine, cpu_precisions
-from imgclass.train.export import export_run
+from imgclass.export.run import export_run
 
 from conftest import data_dir, run_cli
 from test_classify import ground_truth

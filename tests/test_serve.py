@@ -32,7 +32,7 @@ from starlette.testclient import TestClient  # noqa: E402
 
 import imgclass  # noqa: E402
 from conftest import run_cli  # noqa: E402
-from imgclass.api import result_record  # noqa: E402
+from imgclass.classifier import result_record  # noqa: E402
 from imgclass.serve import MicroBatcher, QueueFull, Settings, create_app  # noqa: E402
 from imgclass.serve import oip as serve_oip  # noqa: E402
 from test_runtime import BLUE, RED, tiny_onnx  # noqa: E402

@@ -5,7 +5,7 @@ Example:
     >>> net = imgclass.Classifier()                                   # efficientnet-lite0, offline
     >>> net.classify(imgclass.load_image("cat.jpg"), topk=5)  # doctest: +SKIP
 """
-from .api import Classifier, Prediction, load_image, save_image
+from .classifier import Classifier, Prediction, load_image, save_image
 from .errors import ImgclassError
 
 __version__ = "0.1.0"

@@ -19,11 +19,11 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from .api import Classifier
+from .classifier import Classifier
 from .media.images import list_images
 from .models import get_spec
 from .models.build import build_model
-from .precision import calibration_images, median_seconds_each
+from .runtime.precision import calibration_images, median_seconds_each
 from .runtime.torch_cuda import TorchEngine, cuda_available
 
 

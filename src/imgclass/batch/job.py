@@ -11,13 +11,14 @@ from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
-from ..api import Classifier, resolve_device
+from ..classifier import Classifier, resolve_device
 from ..errors import ImgclassError
 from ..media.images import file_ids
 from . import TABLE_SUFFIXES
-from .inputs import ImageRef, is_uri, local_files, read_inputs
+from .inputs import ImageRef, is_uri, read_inputs
+from .rows import classify_rows
 from .shards import Shards
-from .table import check_output, results_table, write_results
+from .table import check_output, write_results
 
 DEFAULT_SHARD_SIZE = 512  # images per part: what an interruption can cost, and one manifest write each
 
@@ -90,22 +91,6 @@ def classify_table(input: str, output: str | Path, classifier: dict | None = Non
     write_results(output, _noting_errors(shards.tables(), errors), about)
     shards.clear()
     return TableSummary(output, len(refs), resumed, seconds, about["network"], where, errors)
-
-
-def classify_rows(net: Classifier, refs: Sequence[ImageRef], topk: int = 1, threshold: float = 0.0,
-                  batch_size: int = 8, workers: int | None = None) -> pa.Table:
-    """Classify ``refs`` with ``net.classify_files`` (``workers`` decoding threads) into results rows: the
-    one route of both the local and the Ray run (decoded here or in the actor), so both give the same table.
-
-    Messages name each image as INPUT does, not by the absolute path or local copy that was read.
-    """
-    with local_files([r.source for r in refs]) as files:
-        readable = [f for f in files if isinstance(f, Path)]
-        found = iter(net.classify_files(readable, topk, threshold, batch_size, workers=workers))
-        results = [f if isinstance(f, ImgclassError) else next(found)[1] for f in files]
-    results = [ImgclassError(str(r).replace(str(f), ref.name)) if isinstance(r, ImgclassError) and
-               isinstance(f, Path) else r for r, f, ref in zip(results, files, refs)]
-    return results_table([r.name for r in refs], results)
 
 
 def fingerprint(refs: Sequence[ImageRef], classifier: dict, about: dict) -> str:

@@ -22,10 +22,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..api import Classifier
+from ..classifier import Classifier
 from ..errors import ImgclassError, first_line
 from .inputs import ImageRef
-from .job import classify_rows
+from .rows import classify_rows
 from .table import SCHEMA
 
 ACTORS_START_S = 600       # time for the actor pool to start (an autoscaling cluster adds nodes)

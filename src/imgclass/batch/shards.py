@@ -9,7 +9,7 @@ from typing import Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..media.images import atomic_write
+from ..fileio import atomic_write
 
 MANIFEST = "manifest.json"
 

@@ -11,9 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..api import Prediction
+from ..classifier import Prediction
 from ..errors import ImgclassError
-from ..media.images import atomic_write, check_replaceable
+from ..fileio import atomic_write
+from ..media.images import check_replaceable
 from . import TABLE_SUFFIXES
 
 SCHEMA = pa.schema([

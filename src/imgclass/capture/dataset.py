@@ -17,7 +17,8 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import ImgclassError
 from ..labels import read_labels
-from ..media.images import IMAGE_SUFFIXES, atomic_write, save_image
+from ..fileio import atomic_write
+from ..media.images import IMAGE_SUFFIXES, save_image
 
 SETS = ("train", "val", "test")
 AUTO = "auto"

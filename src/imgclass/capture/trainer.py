@@ -164,7 +164,7 @@ class Preview:
     """
 
     def __init__(self, model: str | Path):
-        from ..api import Classifier  # onnxruntime loads only once there is a model to preview
+        from ..classifier import Classifier  # onnxruntime loads only once there is a model to preview
 
         self.model = Path(model)
         self.classifier = Classifier(model=self.model)

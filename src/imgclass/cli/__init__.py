@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import signal
@@ -14,11 +13,10 @@ from importlib import import_module
 from typing import Iterator
 
 from ..errors import ImgclassError
+from ..flags import LOG_LEVELS, jetson_argv, set_log_level
 
 VERBS = ["classify", "models", "train", "export", "eval", "capture", "benchmark", "serve"]
-# jetson's --log-level thresholds, least to most said, as Python logging levels ("success" sits between)
-LOG_LEVELS = {"silent": logging.CRITICAL + 10, "error": logging.ERROR, "warning": logging.WARNING, "success": 25,
-              "info": logging.INFO, "verbose": 15, "debug": logging.DEBUG}
+
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -124,15 +122,6 @@ def _alias(module: str, argv: list[str] | None) -> int:
     return run_cli(args.func, args)
 
 
-def set_log_level(level: str) -> None:
-    """jetson's ``--log-level`` / ``Log.SetLevel``: the threshold of imgclass's log (``imgclass.*`` loggers)."""
-    value = LOG_LEVELS.get(str(level).lower())
-    if value is None:
-        raise ImgclassError(f"log level '{level}' is unknown; use one of {', '.join(LOG_LEVELS)}")
-    logging.basicConfig(format="imgclass: %(message)s")
-    logging.getLogger("imgclass").setLevel(value)
-
-
 def imagenet_main(argv: list[str] | None = None) -> int:
     """``imagenet`` / ``imagenet.py``: jetson-inference's spellings."""
     return _alias("classify", argv)
@@ -151,19 +140,3 @@ def onnx_export_main(argv: list[str] | None = None) -> int:
 def train_main(argv: list[str] | None = None) -> int:
     """``train.py``: jetson's pytorch-classification training script and its flags."""
     return _alias("train", argv)
-
-
-def jetson_argv(argv: list[str]) -> list[str]:
-    """Normalize jetson option spellings: ``--input_blob=x`` -> ``--input-blob=x``, ``--topK`` -> ``--topk``.
-
-    Example:
-        >>> jetson_argv(["--topK=3", "--input_blob", "data", "in.jpg"])
-        ['--topk=3', '--input-blob', 'data', 'in.jpg']
-    """
-    out = []
-    for arg in argv:
-        if arg.startswith("--"):
-            key, eq, value = arg.partition("=")
-            arg = key.replace("_", "-").lower() + eq + value
-        out.append(arg)
-    return out

@@ -13,13 +13,13 @@ from tqdm import tqdm
 
 from . import HelpFormatter, sigterm_stops_like_ctrl_c
 from .classify_table import add_table_arguments, is_table_output, run_table
-from ..api import AUTO_CUDA_FROM, Classifier, resolve_device, result_record
+from ..classifier import AUTO_CUDA_FROM, Classifier, resolve_device, result_record
 from ..errors import ImgclassError
 from ..media.images import (VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, is_still_images, list_images,
                              unquoted_glob_hint)
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
-from ..precision import PRECISIONS
+from ..runtime.precision import PRECISIONS
 from ..overlay import draw_overlay, overlay_lines
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import HelpFormatter
 from ..errors import ImgclassError
-from ..precision import PRECISIONS
+from ..runtime.precision import PRECISIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def run(args) -> int:
                             "engine (fp16) from the fp32 file; leave --precision out")
     if args.jetson:
         return run_jetson(args)
-    from ..train.export import export_run
+    from ..export.run import export_run
 
     result = export_run(run_dir(args), checkpoint=args.input, output=args.output, softmax=not args.no_softmax,
                         check_images=args.check_images, precision=args.precision, calibration=args.calibration)
@@ -72,7 +72,7 @@ def run(args) -> int:
 
 
 def run_jetson(args) -> int:
-    from ..export_jetson import export_jetson_run
+    from ..export.jetson import export_jetson_run
 
     r = export_jetson_run(run_dir(args), checkpoint=args.input, output=args.output, softmax=not args.no_softmax,
                           check_images=args.check_images)

@@ -8,7 +8,7 @@ import socket
 import sys
 
 from . import HelpFormatter
-from ..api import Classifier
+from ..classifier import Classifier
 from ..errors import ImgclassError
 from .classify import add_model_arguments, add_result_arguments, classifier_options
 

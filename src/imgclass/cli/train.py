@@ -9,9 +9,10 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
-from . import HelpFormatter, jetson_argv
 from ..errors import ImgclassError
+from ..flags import jetson_argv
 from ..train import BEST, CHECKPOINT, TrainConfig
+from . import HelpFormatter
 
 DEFAULTS = TrainConfig(dataset="")
 
@@ -68,8 +69,8 @@ def run(args) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     fresh = TrainConfig(**{"model_dir": str(Path("models") / Path(args.dataset).resolve().name), **given})
     if args.evaluate:
-        from .eval import print_result
         from ..train.evaluate import evaluate_dataset
+        from .eval import print_result
 
         model = args.resume or str(Path(fresh.model_dir) / BEST)
         result = evaluate_dataset(args.dataset, model, batch_size=fresh.batch_size, workers=fresh.workers,
@@ -182,7 +183,7 @@ def run_jetson(args) -> int:
 
 def use_gpu(index: int) -> str:
     """jetson's ``--gpu N``: only CUDA GPU N is visible to the run; the CPU, with a note, where there is none."""
-    from ..api import resolve_device
+    from ..classifier import resolve_device
 
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)  # before torch first looks at the GPUs
     if resolve_device("auto") == "cuda":

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from ..api import Classifier
-from ..cli import jetson_argv
+from ..classifier import Classifier
+from ..flags import jetson_argv
 from ..models import DEFAULT_NETWORK
 from .cuda import rgb8
 

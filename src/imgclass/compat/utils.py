@@ -11,12 +11,12 @@ import sys
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..cli import LOG_LEVELS, set_log_level
 from ..errors import ImgclassError
+from ..flags import LOG_LEVELS, set_log_level
 from ..media.images import load_image, save_image
 from ..overlay import _font
-from .cuda import __all__ as _cuda_all
 from .cuda import *  # noqa: F401,F403  (jetson_utils exports them all at top level)
+from .cuda import __all__ as _cuda_all
 from .cuda import convert, cudaImage, rgb8, wrap
 from .video import videoOutput, videoSource
 

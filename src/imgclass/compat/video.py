@@ -22,7 +22,7 @@ from ..errors import ImgclassError
 from ..media.options import parse_argv, sink_options, source_options
 from ..media.sinks import open_sink
 from ..media.sources import open_source
-from ..pipeline import Prefetch
+from ..parallel import Prefetch
 from .cuda import convert, rgb8, wrap
 
 __all__ = ["videoSource", "videoOutput"]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ..errors import ImgclassError
 from ..labels import read_labels
-from ..media.images import IMAGE_SUFFIXES, atomic_write, natural_key
+from ..fileio import atomic_write
+from ..media.images import IMAGE_SUFFIXES, natural_key
 
 VAL_NAMES = ("val", "validation", "valid")
 SPLIT_FILE = "split.json"

@@ -56,7 +56,7 @@ def decode_images(samples: list[tuple[Path, int]], preprocess: Preprocess, worke
             return f"cannot read ({e.strerror})", None
 
     def on_gpu(pool: ThreadPoolExecutor):
-        from ..runtime.torch_cuda import decode_to_pixels
+        from ..media.gpu_decode import decode_to_pixels
 
         def digest(sample: tuple[Path, int]) -> str | None:
             try:

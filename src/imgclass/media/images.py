@@ -1,19 +1,18 @@
-"""Still images: read, write (atomically) and expand a file / directory / glob into a file list."""
+"""Still images: read, write (atomically, through fileio) and expand a file / directory / glob into a file list."""
 from __future__ import annotations
 
 import glob as globlib
 import io
 import os
 import re
-import secrets
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImgclassError
+from ..fileio import atomic_write
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what media.sinks writes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -99,53 +98,6 @@ def load_image(path: str | Path) -> np.ndarray:
         ((375, 500, 3), dtype('uint8'))
     """
     return np.array(open_image(path))  # writable, so overlays can draw on it
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see half a file."""
-    with atomic_output(path) as tmp:
-        write(tmp)
-    return Path(path)
-
-
-@contextmanager
-def atomic_output(path: str | Path) -> Iterator[str]:
-    """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block ends
-    normally, deleted when it raises. For outputs written over time (a video), unlike atomic_write.
-
-    Example:
-        >>> with atomic_output("out.mp4") as tmp:  # doctest: +SKIP
-        ...     write_video(tmp)
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _cannot_write(path, e) from None
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
-    try:  # from before the file exists: a Ctrl-C at any point leaves no temporary file
-        try:  # created with the user's usual mode (0666 less the umask), as a plain open would
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except OSError as e:
-            raise _cannot_write(path, e) from None
-        yield str(tmp)
-        with open(tmp, "rb+") as f:  # on disk before the rename: a crash never leaves an empty file at path
-            os.fsync(f.fileno())
-        try:
-            os.replace(tmp, path)
-        except OSError as e:
-            raise _cannot_write(path, e) from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _cannot_write(path: Path, error: OSError) -> ImgclassError:
-    """Why ``path`` cannot be created, in one line: a file where a folder should be, a read-only
-    or virtual file system (/proc), no permission."""
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    why = f"{blocker} is a file, not a folder" if blocker else error.strerror or str(error)
-    return ImgclassError(f"{path}: cannot write there ({why}); choose another output path")
 
 
 def save_image(path: str | Path, image: np.ndarray | Image.Image, quality: int = 95, software: str | None = None) -> Path:

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import ImgclassError
 from .options import LIVEVIEW_PORT, SinkOptions
-from .sinks import Sink
+from .sink import Sink
 from .webserver import LocalHandler, LocalServer, serve_mjpeg
 
 log = logging.getLogger("imgclass.media")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..errors import ImgclassError
+from ..flags import jetson_argv
 
 FLIPS = ("none", "rotate-180", "clockwise", "counterclockwise", "horizontal", "vertical")
 INPUT_CODECS = ("h264", "h265", "vp8", "vp9", "mpeg2", "mpeg4", "mjpeg")
@@ -102,8 +103,6 @@ def parse_argv(argv: list[str] | None) -> argparse.Namespace:
         >>> parse_argv(["imagenet.py", "--input_flip=rotate-180", "--topK=3", "in.mp4"]).input_flip
         'rotate-180'
     """
-    from ..cli import jetson_argv
-
     def error(message: str):  # a script must not exit from inside videoSource(): raise one clear line instead
         raise ImgclassError(f"video options: {message}")
 

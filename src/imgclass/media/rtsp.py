@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import ImgclassError
 from .options import RTSP_PORT, SinkOptions
-from .sinks import ENCODERS, Encoder, Sink
+from .encoder import ENCODERS, Encoder
+from .sink import Sink
 
 log = logging.getLogger("imgclass.media")
 

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from ..errors import ImgclassError
-from .images import is_glob, is_image_path, is_still_images, list_images, open_image
+from .images import is_still_images, list_images, open_image
 from .options import SourceOptions, as_fraction
 
 log = logging.getLogger("imgclass.media")

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import ImgclassError
-from ..media.images import atomic_write
+from ..fileio import atomic_write
 
 
 def cache_dir() -> Path:

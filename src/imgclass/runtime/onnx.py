@@ -1,9 +1,7 @@
 """ONNX Runtime back end: a model file in, probabilities out."""
 from __future__ import annotations
 
-import hashlib
 import json
-import shlex
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -12,15 +10,9 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import ImgclassError, first_line
-from ..train.config import BEST
 from .cache import cache_key, engine_path, read_entry, warn, write_entry
 
 ENGINE_FORMAT = 2  # bump when the way engines are built changes
-# imgclass's ONNX contract: tensor names (jetson's) and the metadata keys export writes.
-INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
-META_LABELS, META_SYNSETS = "imgclass.labels", "imgclass.synsets"
-META_PREPROCESS, META_NETWORK = "imgclass.preprocess", "imgclass.network"
-META_DATASET = "imgclass.dataset"  # a trained model's dataset folder: its images calibrate int8
 SOURCE_FORMAT = 1  # bump when the way registry networks are exported changes
 # an engine's source: the ONNX model's bytes, or what writes it to a scratch path (see OnnxEngine)
 ModelSource = bytes | Callable[[Path], Path | bytes]
@@ -91,36 +83,6 @@ def _optimize(source: ModelSource, name: str, threads: int | None, providers: li
         _session(source if isinstance(source, bytes) else Path(source).read_bytes(), name, threads, providers,
                  optimized_to=str(optimized))
         return optimized.read_bytes()
-
-
-def model_file(model: str | Path) -> Path:
-    """The ONNX file that ``--model`` names: the file, or a training run folder's model.onnx.
-
-    Raises:
-        ImgclassError: no such file, or a PyTorch checkpoint / a run folder not exported yet (the
-            message gives the ``imgclass export`` command).
-    """
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if (path / "model.onnx").is_file():
-            return path / "model.onnx"
-        checkpoints = sorted(path.glob("*.pth.tar"), key=lambda p: p.name != BEST)
-        if checkpoints:
-            raise ImgclassError(f"{path}: a training run not exported to ONNX yet; run: "
-                                f"{_export_command(checkpoints[0])}, then pass --model {shlex.quote(str(path))} again")
-        raise ImgclassError(f"{path}: a folder with no model.onnx; give --model an ONNX file or an exported run folder")
-    if not path.is_file():
-        raise ImgclassError(f"{path}: model file not found; check the path given to --model")
-    if path.name.endswith((".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")):
-        raise ImgclassError(f"{path}: a PyTorch file, not ONNX; for a training checkpoint run: {_export_command(path)}, "
-                            f"then pass --model {shlex.quote(str(path.parent / 'model.onnx'))} (network weights go to "
-                            "--network NAME --weights FILE)")
-    return path
-
-
-def _export_command(checkpoint: Path) -> str:
-    command = f"imgclass export --model-dir {shlex.quote(str(checkpoint.parent))}"
-    return command if checkpoint.name == BEST else f"{command} --input {shlex.quote(checkpoint.name)}"
 
 
 def read_model(path: Path) -> bytes:

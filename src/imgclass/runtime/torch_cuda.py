@@ -1,6 +1,6 @@
 """CUDA back end: a torch module in fp16 (or bf16), channels-last, one CUDA graph per batch size,
-softmax inside the graph, large batches compiled by torch.compile; and batched JPEG decode +
-preprocessing on the GPU.
+softmax inside the graph, large batches compiled by torch.compile; image files decoded in batches
+on the GPU (``media.gpu_decode``).
 
 On an H200 (see BENCHMARKS.md) this network is bound by memory traffic and kernel launches, not
 arithmetic: half precision halves the bytes, channels-last feeds the tensor cores without
@@ -10,27 +10,19 @@ for about 11-18 s of compile time, cached on disk), and a replayed CUDA graph re
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
-from torchvision.ops import roi_align
 
 from ..errors import ImgclassError
-from ..media.images import open_image
-from ..parallel import prefetched
+from ..media.gpu_decode import GpuDecoder, resize_and_crop
 from ..preprocess import Preprocess
 from .cache import cache_dir, cache_key, writable_dir
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-# nvJPEG batches decoded side by side. On the H200 end to end (benchmarks/cuda_end_to_end.py, one run):
-# 1 thread 5,172-5,599 img/s, 2: 5,083-5,316, 4: 4,262-5,178, 8: 4,639-4,707 (an earlier session
-# measured 4 threads best for decode alone; BENCHMARKS.md).
-DECODE_THREADS = 1
 COMPILE_FROM = 64  # smaller batches are launch-bound: a CUDA graph alone serves them, with no compile wait
 
 
@@ -159,119 +151,6 @@ class TorchEngine:
             yield from _results(*in_flight)
 
 
-class GpuDecoder:
-    """Image files -> decoded CHW uint8 tensors on the GPU, a batch at a time: bytes read in threads,
-    JPEGs decoded by nvJPEG in DECODE_THREADS parts side by side (each on its own stream, so waiting
-    for it never waits for other GPU work), other formats decoded on the CPU and uploaded.
-
-    Example:
-        >>> for paths, images in GpuDecoder("cuda").batches(files, 256):  # doctest: +SKIP
-        ...     pixels = resize_and_crop(images, preprocess)
-    """
-
-    def __init__(self, device: str | torch.device = "cuda", workers: int = 8):
-        self.device, self.workers = torch.device(device), workers
-
-    def batches(self, paths: Sequence[Path], batch_size: int = 256) -> Iterator[tuple[list[Path], list]]:
-        """Yield ``(paths, images)`` per batch, in order; a file that cannot be read or decoded gives its
-        ImgclassError in place of the image. The next batch decodes while the caller uses this one."""
-        with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(DECODE_THREADS) as decoders, \
-                ThreadPoolExecutor(1) as decode_stage:
-            def decode(chunk: list) -> tuple[list[Path], list]:
-                batch_paths = [path for path, _ in chunk]
-                return batch_paths, self._decode(batch_paths, [data for _, data in chunk], decoders)
-
-            reads = prefetched(pool, lambda path: (Path(path), _read(Path(path))), iter(paths), ahead=2 * batch_size)
-            for [decoded] in prefetched(decode_stage, decode, reads, ahead=2):
-                yield decoded
-
-    def _decode(self, paths: Sequence[Path], raw: list, decoders: ThreadPoolExecutor) -> list:
-        jpeg = [i for i, r in enumerate(raw) if isinstance(r, torch.Tensor) and r.ndim == 1]
-        out = [r.to(self.device) if isinstance(r, torch.Tensor) and r.ndim == 3 else r for r in raw]
-        step = -(-len(jpeg) // DECODE_THREADS) if jpeg else 1
-        parts = [jpeg[i:i + step] for i in range(0, len(jpeg), step)]
-        for part, decoded in zip(parts, decoders.map(lambda part: self._decode_jpegs([paths[i] for i in part],
-                                                                                    [raw[i] for i in part]), parts)):
-            for i, img in zip(part, decoded):
-                out[i] = img
-        return out
-
-    def _decode_jpegs(self, paths: Sequence[Path], raw: list[torch.Tensor]) -> list:
-        stream = torch.cuda.Stream(self.device)
-        with torch.cuda.stream(stream):
-            try:
-                decoded = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device)
-            except RuntimeError:  # one corrupt file fails the batch: decode one by one to find it
-                decoded = [self._decode_one(path, data) for path, data in zip(paths, raw)]
-        stream.synchronize()  # done before another thread uses the pixels
-        return decoded
-
-    def _decode_one(self, path: Path, data: torch.Tensor) -> torch.Tensor | ImgclassError:
-        try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
-        except RuntimeError as e:
-            return ImgclassError(f"{path}: corrupt or truncated JPEG ({str(e).splitlines()[0]})")
-
-
-def _read(path: Path) -> torch.Tensor | ImgclassError:
-    """A JPEG's bytes (1-D uint8, for nvJPEG), another format decoded on the CPU (CHW uint8), or the error."""
-    try:
-        if path.suffix.lower() in (".jpg", ".jpeg"):
-            return read_file(str(path))
-        return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)
-    except ImgclassError as e:
-        return e
-    except (OSError, RuntimeError) as e:
-        return ImgclassError(f"{path}: cannot read ({e})")
-
-
-@torch.inference_mode()
-def resize_and_crop(images: Sequence[torch.Tensor], preprocess: Preprocess, dtype: torch.dtype = torch.float32
-                    ) -> torch.Tensor:
-    """Decoded CHW uint8 device images of any sizes -> NCHW ``dtype`` batch of their resized center
-    crops (``preprocess``'s geometry), on the 0..255 scale, in a few kernels.
-
-    Images are pasted into padded canvases and each one's crop window (the center crop of the resized
-    image, mapped back to source pixels) is resampled by one batched ``roi_align``, which averages
-    ceil(source/target) samples per output pixel: an antialiased resize + crop for many images at
-    once instead of several kernels per image.
-    """
-    return torch.cat([_resample(group, preprocess, dtype) for group in _canvas_groups(images)])
-
-
-def _resample(images: Sequence[torch.Tensor], p: Preprocess, dtype: torch.dtype) -> torch.Tensor:
-    device = images[0].device
-    h_max, w_max = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
-    canvas = torch.zeros(len(images), 3, h_max, w_max, dtype=dtype, device=device)
-    boxes = []
-    for i, im in enumerate(images):
-        h, w = im.shape[1:]
-        canvas[i, :, :h, :w] = im
-        im.record_stream(torch.cuda.current_stream())  # decoded on a side stream: keep it until this copy ran
-        rw, rh = p.resized_size(w, h)
-        sx, sy = w / rw, h / rh
-        left, top = (rw - p.size) // 2, (rh - p.size) // 2
-        boxes.append((i, left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy))
-    boxes = torch.tensor(boxes, dtype=dtype).to(device, non_blocking=True)
-    return roi_align(canvas, boxes, output_size=p.size, sampling_ratio=-1, aligned=True)
-
-
-def decode_to_pixels(paths: Sequence[Path], preprocess: Preprocess, device: str | torch.device = "cuda",
-                     batch_size: int = 256) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
-    """Image files -> their resized center crops as HxWx3 uint8 RGB host arrays (what
-    ``Preprocess.resize_and_crop`` gives on the CPU), decoded and resampled on the GPU; yields
-    ``(path, pixels)`` or ``(path, error)`` in order. Training's decode-once step on CUDA.
-    """
-    for batch_paths, images in GpuDecoder(device).batches(paths, batch_size):
-        good = [i for i, im in enumerate(images) if not isinstance(im, ImgclassError)]
-        crops = {}
-        if good:
-            x = resize_and_crop([images[i] for i in good], preprocess).round().clamp(0, 255)
-            crops = dict(zip(good, x.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()))
-        for i, path in enumerate(batch_paths):
-            yield path, crops.get(i, images[i])
-
-
 def _record_event() -> torch.cuda.Event:
     event = torch.cuda.Event()
     event.record()
@@ -283,19 +162,3 @@ def _results(paths, images, good, probs, event) -> Iterator[tuple[Path, np.ndarr
     row = dict(zip(good, probs.numpy())) if good else {}
     for i, path in enumerate(paths):
         yield path, row[i] if i in row else images[i]
-
-
-def _canvas_groups(images: Sequence[torch.Tensor], max_elements: int = 1 << 28) -> Iterator[list[torch.Tensor]]:
-    """Split a batch, in order, so no padded canvas exceeds ``max_elements`` (roi_align indexes
-    with 32-bit integers: a batch of large photos in one canvas overflows them)."""
-    group: list[torch.Tensor] = []
-    h_max = w_max = 0
-    for im in images:
-        h, w = max(h_max, im.shape[1]), max(w_max, im.shape[2])
-        if group and (len(group) + 1) * 3 * h * w > max_elements:
-            yield group
-            group, h, w = [], im.shape[1], im.shape[2]
-        group.append(im)
-        h_max, w_max = h, w
-    if group:
-        yield group

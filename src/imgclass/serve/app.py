@@ -37,7 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
-from ..api import Classifier, Prediction, result_record
+from ..classifier import Classifier, Prediction, result_record
 from ..errors import ImgclassError
 from . import oip
 from .batcher import MicroBatcher, QueueFull

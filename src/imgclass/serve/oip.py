@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..api import Prediction
+from ..classifier import Prediction
 from ..errors import ImgclassError
 
 INPUT = "images"

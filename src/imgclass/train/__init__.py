@@ -4,7 +4,8 @@
 """
 from importlib import import_module
 
-from .config import BEST, CHECKPOINT, TrainConfig
+from ..models.resolve import BEST, CHECKPOINT
+from .config import TrainConfig
 
 _LAZY = {"train": "engine", "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint",
          "resume_config": "checkpoint"}

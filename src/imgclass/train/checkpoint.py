@@ -10,10 +10,11 @@ import torch
 from torch import nn
 
 from ..errors import ImgclassError, first_line
-from ..media.images import atomic_write
+from ..fileio import atomic_write
 from ..models import get_spec
+from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
-from .config import BEST, CHECKPOINT, FORMAT, TrainConfig
+from .config import FORMAT, TrainConfig
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from ..models import DEFAULT_NETWORK
 
-CHECKPOINT, BEST = "checkpoint.pth.tar", "model_best.pth.tar"
 FORMAT = 1  # checkpoint layout version
 # The settings that define the network a checkpoint holds: a resumed run keeps them.
 NETWORK_SETTINGS = ("arch", "resolution", "pretrained", "weights")

@@ -37,15 +37,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..api import resolve_device
+from ..classifier import resolve_device
 from ..data import SPLIT_FILE, check_dataset, count_table, decode_images, find_dataset, write_split
 from ..errors import ImgclassError
-from ..media.images import atomic_write
+from ..fileio import atomic_write
 from ..models import get_spec
+from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
 from . import report
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import BEST, CHECKPOINT, FORMAT, NETWORK_SETTINGS, TrainConfig
+from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
 from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
                           quiet_unless_main, setup, shard, teardown)
 from .head import choose_l2, fit_head, head_prior
@@ -86,7 +87,7 @@ def trunk_runner(parts: Parts, spec, cfg: TrainConfig, preprocess: Preprocess, d
     Randomly initialized trunks (``pretrained=False``) have no stable key, so they stay in torch.
     """
     if device.type == "cpu" and cfg.pretrained:
-        from ..export import export_onnx
+        from ..models.onnx_export import export_onnx
         from ..models import require_weights
         from ..runtime.cache import cache_key, file_sha256
         from ..runtime.onnx import OnnxEngine

@@ -44,14 +44,14 @@ def open_scorer(model: str | Path, device: str = "auto") -> Scorer:
             raise ImgclassError(f"{path}: holds neither {BEST} nor model.onnx; train or export into it first")
         path = found
     if path.suffix == ".onnx":
-        from ..api import Classifier
+        from ..classifier import Classifier
 
         net = Classifier(model=path, device=device)
         return Scorer(net.network_name, list(net.labels), net.preprocess, net.probabilities)
     if path.is_file():
         import torch
 
-        from ..api import resolve_device
+        from ..classifier import resolve_device
 
         state = load_checkpoint(path)
         net, preprocess, classes = model_from_checkpoint(state)
@@ -65,7 +65,7 @@ def open_scorer(model: str | Path, device: str = "auto") -> Scorer:
         return Scorer(f"{state['arch']} ({path})", classes, preprocess, probabilities)
     if path.suffix in (".tar", ".pth", ".pt"):
         raise ImgclassError(f"{path}: checkpoint not found; check the path given to --model")
-    from ..api import Classifier
+    from ..classifier import Classifier
 
     net = Classifier(str(model), device=device)
     return Scorer(net.network_name, imagenet_labels()[0], net.preprocess, net.probabilities, imagenet=True)

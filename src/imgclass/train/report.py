@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..media.images import atomic_write
+from ..fileio import atomic_write
 
 CSV_FIELDS = ["epoch", "stage", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"]
 

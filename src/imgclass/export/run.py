@@ -10,10 +10,12 @@ import torch
 
 from ..data import SPLIT_FILE, decode_images, find_dataset
 from ..errors import ImgclassError
-from ..export import export_onnx
-from ..media.images import atomic_write, list_images
+from ..fileio import atomic_write
+from ..media.images import list_images
+from ..models.onnx_export import export_onnx
+from ..models.resolve import BEST
 from ..preprocess import Preprocess
-from .checkpoint import BEST, load_checkpoint, model_from_checkpoint
+from ..train.checkpoint import load_checkpoint, model_from_checkpoint
 
 MAX_PROB_DIFF = 1e-3  # fp32 ONNX Runtime vs torch differ by ~1e-6; more means a broken export
 INT8_CHECK_COUNT = 500  # int8 moves top-1 by fractions of a point: the check needs more images than fp32's
@@ -68,7 +70,7 @@ def export_int8(state: dict, model_dir: Path, model: torch.nn.Module, preprocess
     """Write the run's model quantized to int8 (QDQ ONNX, which OpenVINO, ONNX Runtime and TensorRT
     run), calibrated on ``calibration`` or the run's train images, once its top-1 on ``samples``
     is checked to be within half a point of fp32's: nothing is written when it is not."""
-    from ..precision import calibrated_int8, required_calibration
+    from ..runtime.precision import calibrated_int8, required_calibration
 
     paths = required_calibration(calibration, state["dataset"])
     with tempfile.TemporaryDirectory(prefix="imgclass-") as scratch:
@@ -89,7 +91,7 @@ def check_int8(fp32: bytes, int8: bytes, output: Path, preprocess: Preprocess,
         ImgclassError: int8 loses more than MAX_TOP1_DROP of top-1.
     """
     import onnxruntime as ort
-    from ..precision import MAX_TOP1_DROP, decoded, probabilities, top1
+    from ..runtime.precision import MAX_TOP1_DROP, decoded, probabilities, top1
     from ..runtime.onnx import as_probabilities
     from ..runtime.openvino import OpenVinoEngine
 
@@ -142,7 +144,7 @@ def check_samples(state: dict, model_dir: Path, check_images, count: int) -> lis
 def check_agreement(model: torch.nn.Module, onnx_path: Path, paths: list[Path]) -> dict:
     """Run the exported file through ``imgclass.Classifier`` (exactly as ``classify`` does) and the
     PyTorch model on the same preprocessed images; raise if they disagree."""
-    from ..api import Classifier
+    from ..classifier import Classifier
 
     net = Classifier(model=onnx_path, device="cpu")
     images, _ = decode_images([(p, 0) for p in paths], net.preprocess, desc="check")

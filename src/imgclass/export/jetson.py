@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ImgclassError
-from .export import WithSoftmax, _quiet_loggers
-from .media.images import atomic_write
-from .preprocess import Preprocess
-from .runtime.onnx import INPUT_NAME, META_LABELS, META_NETWORK, META_PREPROCESS, OUTPUT_NAME
+from ..errors import ImgclassError
+from ..fileio import atomic_write
+from ..models.onnx import INPUT_NAME, META_LABELS, META_NETWORK, META_PREPROCESS, OUTPUT_NAME
+from ..models.onnx_export import WithSoftmax, _quiet_loggers
+from ..preprocess import Preprocess
 
 JETSON_MEAN = (0.485, 0.456, 0.406)  # imageNet.cpp's cudaTensorNormMeanRGB for ONNX models, on 0..1 RGB
 JETSON_STD = (0.229, 0.224, 0.225)
@@ -179,7 +179,7 @@ def export_jetson_run(model_dir: str | Path, checkpoint: str | Path | None = Non
         >>> export_jetson_run("runs/ants")["path"].name  # doctest: +SKIP
         'efficientnet-lite0.onnx'
     """
-    from .train.export import check_paths, load_run
+    from .run import check_paths, load_run
 
     model_dir = Path(model_dir)
     state, model, preprocess, classes = load_run(model_dir, checkpoint)
@@ -209,9 +209,9 @@ def check_jetson_agreement(model: nn.Module, preprocess: Preprocess, onnx_path: 
     PyTorch the same pixels center-cropped and normalized imgclass's way; raise if they disagree."""
     from dataclasses import replace
 
-    from .api import Classifier
-    from .data import decode_images
-    from .train.export import compare_with_torch
+    from ..classifier import Classifier
+    from ..data import decode_images
+    from .run import compare_with_torch
 
     net = Classifier(model=onnx_path, device="cpu")
     side, size = jetson_input_size(preprocess), preprocess.size

@@ -11,9 +11,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .media.images import atomic_write
-from .preprocess import Preprocess
-from .runtime.onnx import INPUT_NAME, META_DATASET, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OUTPUT_NAME
+from ..fileio import atomic_write
+from ..preprocess import Preprocess
+from .onnx import INPUT_NAME, META_DATASET, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OUTPUT_NAME
 
 
 class WithSoftmax(nn.Module):

@@ -17,12 +17,13 @@ from .errors import ImgclassError
 from .labels import imagenet_labels, read_labels
 from .media.images import load_image, open_image, save_image
 from .models import DEFAULT_NETWORK, Weights, get_spec, read_weights
+from .models.resolve import model_file
 from .parallel import prefetched
-from .precision import SourceModel, check_precision, cpu_engine
+from .runtime.precision import SourceModel, check_precision, cpu_engine
 from .preprocess import Preprocess
 from .runtime.cache import cache_key
-from .runtime.onnx import (META_DATASET, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS, OnnxEngine,
-                           OnnxHeader, cached_export, model_file, providers_for, read_model)
+from .models.onnx import META_DATASET, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS
+from .runtime.onnx import OnnxEngine, OnnxHeader, cached_export, providers_for, read_model
 from .runtime.quantize import is_quantized
 
 __all__ = ["Classifier", "Prediction", "load_image", "save_image"]
@@ -146,7 +147,7 @@ class Classifier:
         key = cache_key(weights.sha256, spec.arch, spec.preprocess.to_json())
 
         def build_onnx(path: Path) -> Path:
-            from .export import export_onnx  # torch is imported only on a cache miss
+            from .models.onnx_export import export_onnx  # torch is imported only on a cache miss
             from .models.build import build_model
             return export_onnx(build_model(spec, weights), path, spec.preprocess, self.labels, self.synsets, spec.name)
 

@@ -22,11 +22,11 @@ from typing import Callable
 
 import numpy as np
 
-from .data import decode_images, find_dataset
-from .errors import ImgclassError, first_line
-from .media.images import list_images
-from .preprocess import Preprocess
-from .runtime.cache import cache_key, engine_path, read_entry, unsealed, warn, write_entry
+from ..data import decode_images, find_dataset
+from ..errors import ImgclassError, first_line
+from ..media.images import list_images
+from ..preprocess import Preprocess
+from .cache import cache_key, engine_path, read_entry, unsealed, warn, write_entry
 
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
 MAX_TOP1_DROP = 0.005  # half a point of top-1
@@ -91,7 +91,7 @@ def cpu_engine(source: SourceModel, precision: str, preprocess: Preprocess, fp32
         ImgclassError: int8 with no calibration images, a CPU without the precision, a model
             OpenVINO cannot compile.
     """
-    from .runtime.openvino import OpenVinoEngine
+    from .openvino import OpenVinoEngine
 
     def build(p: str):
         if p == "fp32":
@@ -170,7 +170,7 @@ def calibrated_int8(model: bytes, preprocess: Preprocess, paths: list[Path], nam
     Raises:
         ImgclassError: no calibration image readable, or a model the quantizer cannot handle.
     """
-    from .runtime.quantize import quantize_int8
+    from .quantize import quantize_int8
 
     images = decoded(paths, preprocess, "calibration")[0]
     try:
@@ -214,7 +214,7 @@ def auto_choice(source: SourceModel, preprocess: Preprocess, calibration, build:
         (precision, report, the engines built to measure it: empty when the choice was cached).
     """
     import onnxruntime as ort
-    from .runtime.openvino import cpu_name, cpu_precisions, openvino_version
+    from .openvino import cpu_name, cpu_precisions, openvino_version
 
     native = cpu_precisions()
     calibration_paths = [] if source.quantized else calibration_images(calibration, source.dataset)
