@@ -95,7 +95,7 @@ def test_sigterm_before_the_first_frame_leaves_no_file(tmp_path):
     proc = subprocess.run([sys.executable, "-c", "import signal, sys\n"
                            "from imgclass import cli\n"
                            "from imgclass.cli import classify\n"
-                           "classify.classifier_from_args = lambda args: signal.raise_signal(signal.SIGTERM)\n"
+                           "classify.Classifier = lambda *args, **kwargs: signal.raise_signal(signal.SIGTERM)\n"
                            "sys.exit(cli.main(sys.argv[1:]))", "classify", str(clip), str(out)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 143, proc.stderr

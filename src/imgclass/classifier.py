@@ -1,11 +1,8 @@
 """The public face: ``Classifier``, ``Prediction``, ``load_image``."""
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from functools import partial
 from itertools import chain, repeat
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple, Sequence
@@ -15,23 +12,15 @@ from PIL import Image
 
 from .errors import ImgclassError
 from .labels import imagenet_labels, read_labels
-from .media.images import load_image, open_image, save_image
-from .models import DEFAULT_NETWORK, Weights, get_spec, read_weights
-from .models.resolve import model_file
+from .media.decode import decode, decode_files
+from .media.images import load_image, save_image
+from .models.onnx import META_LABELS, META_NETWORK, META_SYNSETS, meta_json
+from .models.resolve import OnnxRef, resolve_model
 from .parallel import prefetched
-from .runtime.precision import SourceModel, check_precision, cpu_engine
-from .preprocess import Preprocess
-from .runtime.cache import cache_key
-from .models.onnx import META_DATASET, META_LABELS, META_NETWORK, META_PREPROCESS, META_SYNSETS
-from .runtime.onnx import OnnxEngine, OnnxHeader, cached_export, providers_for, read_model
-from .runtime.quantize import is_quantized
+from .runtime.base import EngineOptions, Job
+from .runtime.select import model_preprocess, select_engine
 
 __all__ = ["Classifier", "Prediction", "load_image", "save_image"]
-
-# Images; see resolve_device. On the H200 machine (16 cores) a warm CUDA start costs ~28 s (torch
-# 5 s, torchvision + engine imports 7 s, model on the GPU 9 s, graphs + nvJPEG 8 s) and 5,135 photos
-# took 36.5 s on the CPU vs 34.6 s on the GPU: the crossover (BENCHMARKS.md).
-AUTO_CUDA_FROM = 5000
 
 ImageInput = np.ndarray | Image.Image | str | Path  # pixels (HxWx3 uint8 RGB), or an image file
 
@@ -79,7 +68,7 @@ class Classifier:
             default: a trained model's own train images. A registry network needs them.
 
     Example:
-        >>> net = Classifier("efficientnet-lite0")
+        >>> net = Classifier("efficientnet-lite0")  # doctest: +SKIP
         >>> net.classify(load_image("orange.jpg"), topk=1)  # doctest: +SKIP
         [Prediction(index=950, label='orange', confidence=0.97)]
     """
@@ -87,72 +76,31 @@ class Classifier:
     def __init__(self, network: str | None = None, *, model: str | Path | None = None, labels: str | Path | None = None,
                  input_blob: str | None = None, output_blob: str | None = None, weights: str | Path | None = None,
                  resize: str | None = None, threads: int | None = None, device: str = "auto",
-                 precision: str = "fp32", calibration: str | Path | None = None):
-        if check_precision(precision, device) in ("bf16", "int8"):
-            device = "cpu"
-        # ONNX Runtime picks its own providers for "auto"; a registry network needs torch to run on CUDA.
-        opts = dict(threads=threads, device=device, input_name=input_blob, output_name=output_blob)
-        reduced = None  # the fp32 model that a reduced precision is built from, once the preprocessing is known
-        if model is not None:
-            model = model_file(model)  # a run folder means its model.onnx
-            data = read_model(model)
-            sha = hashlib.sha256(data).hexdigest()
-            fp32 = partial(OnnxEngine, data, sha, model.stem, source_name=str(model),
-                           describe=f"optimizing {model.name} for ONNX Runtime", **opts)
-            if precision == "fp32" or providers_for(device) != ["CPUExecutionProvider"]:
-                self.engine = fp32()
-            else:
-                self.engine = OnnxHeader(data, str(model), input_blob, output_blob)
-                reduced = SourceModel(lambda: data, sha, model.stem, str(model), self.engine.metadata.get(META_DATASET),
-                                      quantized=is_quantized(data))
-            meta = self.engine.metadata
-            self.network_name = meta.get(META_NETWORK) or Path(model).stem
-            preprocess = (Preprocess.from_json(meta[META_PREPROCESS]) if META_PREPROCESS in meta
-                          # jetson's ONNX models: whole frame stretched, ImageNet mean/std
-                          else Preprocess(size=self.engine.input_size or 224, resize="stretch"))
-            self.labels = self.engine.meta_json(META_LABELS)
-            self.synsets = self.engine.meta_json(META_SYNSETS) or self.labels
+                 precision: str = "fp32", calibration: str | Path | None = None, job: Job = Job()):
+        self.model = resolve_model(network, model, weights)
+        self.engine = select_engine(self.model, device, precision, job,
+                                    EngineOptions(threads, input_blob, output_blob, calibration, resize))
+        meta = self.engine.metadata
+        self.preprocess = model_preprocess(self.model, meta, self.engine.input_size, resize)
+        if isinstance(self.model, OnnxRef):
+            self.network_name = meta.get(META_NETWORK) or self.model.name
+            self.labels = meta_json(meta, META_LABELS)
+            self.synsets = meta_json(meta, META_SYNSETS) or self.labels
         else:
-            spec = get_spec(network or DEFAULT_NETWORK)
-            weights = read_weights(spec, weights)
-            self.network_name, preprocess = spec.name, spec.preprocess
+            self.network_name = self.model.name
             self.labels, self.synsets = imagenet_labels()
-            if resolve_device(device) == "cuda":
-                from .models.build import build_model
-                from .runtime.torch_cuda import TorchEngine
-                self.engine = TorchEngine(build_model(spec, weights), spec.preprocess)
-            else:
-                source = self._source(spec, weights)
-                fp32 = partial(OnnxEngine, lambda _scratch: source.read(), source.key, spec.name, **opts)
-                if precision == "fp32":
-                    self.engine = fp32()
-                else:
-                    self.engine, reduced = None, source
         if labels is not None:
             self.labels, self.synsets = read_labels(labels)
         if self.labels is None:
-            raise ImgclassError(f"{model}: the model carries no labels; pass --labels FILE (one class per line)")
-        n = getattr(self.engine, "num_outputs", None)
+            raise ImgclassError(f"{self.model.path}: the model carries no labels; pass --labels FILE (one class per line)")
+        n = self.engine.num_outputs
         if n is not None and n != len(self.labels):
             raise ImgclassError(f"labels list {len(self.labels)} classes but the model outputs {n}; "
                                 f"give the labels file the model was trained with")
-        self.preprocess = replace(preprocess, resize=resize) if resize else preprocess
-        if reduced is not None:
-            self.engine = cpu_engine(reduced, precision, self.preprocess, fp32, calibration=calibration,
-                                     threads=threads, input_name=input_blob, output_name=output_blob)
         self.precision = self.engine.precision  # what runs: "auto" has chosen by now
 
-    def _source(self, spec, weights: Weights) -> SourceModel:
-        """The registry network as an fp32 ONNX model, exported once (cached by the weights' sha256)."""
-        key = cache_key(weights.sha256, spec.arch, spec.preprocess.to_json())
-
-        def build_onnx(path: Path) -> Path:
-            from .models.onnx_export import export_onnx  # torch is imported only on a cache miss
-            from .models.build import build_model
-            return export_onnx(build_model(spec, weights), path, spec.preprocess, self.labels, self.synsets, spec.name)
-
-        describe = f"exporting {spec.name} to ONNX (about 15 s)"
-        return SourceModel(lambda: cached_export(build_onnx, key, spec.name, describe), key, spec.name, spec.name)
+    def __repr__(self) -> str:
+        return f"Classifier({self.network_name!r}, {self.num_classes} classes, {self.engine.name})"
 
     @property
     def num_classes(self) -> int:
@@ -172,7 +120,7 @@ class Classifier:
     def prepare(self, image: str | Path | bytes, name: str = "image") -> np.ndarray:
         """Decode an image file, or its encoded bytes (``name`` in messages), and preprocess it:
         one CHW float32 row of a ``probabilities`` batch."""
-        return self.preprocess(open_image(image, min_size=self.preprocess.decode_size, name=name))
+        return self.preprocess.normalize(decode(image, self.preprocess, name))
 
     def classify(self, image: ImageInput, topk: int = 1, threshold: float = 0.0) -> list[Prediction]:
         """Classify one image (pixels or a file, see ``classify_batch``); best first."""
@@ -223,28 +171,17 @@ class Classifier:
 
     def _file_probabilities(self, paths: list[Path], batch_size: int = 8, workers: int | None = None
                             ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
-        """Probabilities of image files, in order: the one way every route classifies a file.
-
-        On the CPU each file goes through ``prepare`` (a JPEG decoded at the smallest DCT scale the
-        network input allows: several times faster on large photos) in threads, ahead of the runtime;
-        on CUDA the engine decodes JPEGs in batches on the GPU.
-        """
-        if hasattr(self.engine, "classify_files"):
+        """Probabilities of image files, in order: the one way every route classifies a file. An engine
+        that decodes files on its device (CUDA: nvJPEG in batches) does it all; otherwise the files go
+        through ``media.decode`` in threads, ahead of the runtime."""
+        if self.engine.decodes_files:
             yield from self.engine.classify_files(paths)
             return
-
-        def decode(path: Path) -> tuple[Path, np.ndarray | ImgclassError]:
-            try:
-                return path, self.prepare(path)
-            except ImgclassError as e:
-                return path, e
-
-        with ThreadPoolExecutor(workers or min(4, os.cpu_count() or 1)) as pool:
-            for chunk in prefetched(pool, decode, iter(paths), ahead=batch_size * 2):
-                good = [x for _, x in chunk if not isinstance(x, ImgclassError)]
-                probs = iter(self.probabilities(np.stack(good))) if good else iter(())
-                for path, x in chunk:
-                    yield path, x if isinstance(x, ImgclassError) else next(probs)
+        for chunk in decode_files(paths, self.preprocess, batch_size, workers):
+            good = [x for _, x in chunk if not isinstance(x, ImgclassError)]
+            probs = iter(self.probabilities(self.preprocess.normalize(np.stack(good)))) if good else iter(())
+            for path, x in chunk:
+                yield path, x if isinstance(x, ImgclassError) else next(probs)
 
 
 def _frame_or_error(path: Path) -> np.ndarray | ImgclassError:
@@ -253,22 +190,3 @@ def _frame_or_error(path: Path) -> np.ndarray | ImgclassError:
         return load_image(path)
     except ImgclassError as e:
         return e
-
-
-def resolve_device(device: str, images: int | None = None) -> str:
-    """"auto" -> "cuda" where a CUDA device is usable, else "cpu" (without importing torch on CPU-only machines).
-
-    ``images``: how many images the job has, when known. A job of fewer than AUTO_CUDA_FROM runs on
-    the CPU even where there is a GPU: starting torch and CUDA costs seconds that a few images never
-    win back (BENCHMARKS.md). Videos and streams (``None``) take the GPU.
-    """
-    if device not in ("auto", "cpu", "cuda"):
-        raise ImgclassError(f"unknown device '{device}'; use auto, cpu or cuda")
-    if device == "auto" and images is not None and images < AUTO_CUDA_FROM:
-        return "cpu"
-    if device == "auto":
-        if not os.path.exists("/dev/nvidiactl"):
-            return "cpu"
-        from .runtime.torch_cuda import cuda_available
-        return "cuda" if cuda_available() else "cpu"
-    return device

@@ -88,7 +88,10 @@ def classify_frames(net: Classifier, frames: Iterable[Frame], *, topk: int = 1, 
     """
     stats = stats if stats is not None else Stats()
     smoother = Smoother(smoothing)
-    with Prefetch(((f, net.preprocess(f.image)) for f in frames), size=2 * batch_size, name="decode") as reader:
+    def network_input(f: Frame) -> np.ndarray:
+        return net.prepare(f.file) if f.file is not None else net.preprocess(f.image)
+
+    with Prefetch(((f, network_input(f)) for f in frames), size=2 * batch_size, name="decode") as reader:
         for first in reader:
             batch = [first, *reader.ready(batch_size - 1)]
             start = time.perf_counter()

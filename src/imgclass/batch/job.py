@@ -11,8 +11,9 @@ from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
-from ..classifier import Classifier, resolve_device
+from ..classifier import Classifier
 from ..errors import ImgclassError
+from ..runtime.base import Job
 from ..media.images import file_ids
 from . import TABLE_SUFFIXES
 from .inputs import ImageRef, is_uri, read_inputs
@@ -67,10 +68,9 @@ def classify_table(input: str, output: str | Path, classifier: dict | None = Non
     refs = read_inputs(input, path_column)
     check_output(output, set() if is_uri(input) else file_ids([input]))
     classifier = dict(classifier or {})
-    # On Ray, built here too: a bad model fails now, in one line, and the engine cache is warm for the
-    # actors. Here, as `imgclass classify` does, a small job is not worth the GPU's start.
-    device = "cpu" if ray is not None else resolve_device(classifier.get("device", "auto"), len(refs))
-    net = Classifier(**{**classifier, "device": device})
+    # On Ray, built here on the CPU too: a bad model fails now, in one line, and the engine cache is
+    # warm for the actors.
+    net = Classifier(**{**classifier, "device": "cpu"}) if ray is not None else Classifier(**classifier, job=Job(images=len(refs)))
     about = {"network": net.network_name, "topk": topk, "threshold": threshold}
     shards = Shards(output, fingerprint(refs, classifier, about), len(refs))
     resumed, todo, start = shards.finished, shards.pending(shard_size), time.perf_counter()

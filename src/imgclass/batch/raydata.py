@@ -24,6 +24,8 @@ import pyarrow as pa
 
 from ..classifier import Classifier
 from ..errors import ImgclassError, first_line
+from ..runtime.base import Job
+from ..runtime.select import resolve_device
 from .inputs import ImageRef
 from .rows import classify_rows
 from .table import SCHEMA
@@ -132,8 +134,7 @@ def actor_plan(ray, device: str, threads: int | None, actors: int | None) -> tup
     """
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     gpus = int(sum(n.get("GPU", 0) for n in nodes))
-    if device == "auto":
-        device = "cuda" if gpus else "cpu"
+    device = resolve_device(device, Job(), cuda=gpus > 0)  # the cluster's GPUs, not this machine's
     if device == "cuda":
         if not gpus:
             raise ImgclassError("--device cuda: the Ray cluster has no GPU; drop --device for its CPUs")

@@ -111,7 +111,8 @@ class CaptureApp:
         if self.preview is None:
             raise ImgclassError("no trained model yet; press Train first")
         if body:
-            image = decode_jpeg(body)
+            decode_jpeg(body)  # the page posts JPEGs only, within the size limit
+            image = body
         elif self.feed is None or (image := self.feed.latest()) is None:
             raise ImgclassError("no frame to classify yet")
         return self.preview.scores(image)

@@ -169,7 +169,10 @@ class Preview:
         self.model = Path(model)
         self.classifier = Classifier(model=self.model)
 
-    def scores(self, image: np.ndarray) -> list[dict]:
-        """All classes in label order with their confidence (0..1)."""
-        probs = self.classifier.probabilities(self.classifier.preprocess.batch([image]))[0]
+    def scores(self, image: np.ndarray | bytes) -> list[dict]:
+        """All classes in label order with their confidence (0..1), for a frame or a posted JPEG's bytes
+        (decoded as every route decodes a file)."""
+        net = self.classifier
+        x = net.prepare(image, "posted image")[None] if isinstance(image, bytes) else net.preprocess.batch([image])
+        probs = net.probabilities(x)[0]
         return [{"label": label, "confidence": float(p)} for label, p in zip(self.classifier.labels, probs)]

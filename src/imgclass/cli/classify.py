@@ -13,13 +13,14 @@ from tqdm import tqdm
 
 from . import HelpFormatter, sigterm_stops_like_ctrl_c
 from .classify_table import add_table_arguments, is_table_output, run_table
-from ..classifier import AUTO_CUDA_FROM, Classifier, resolve_device, result_record
+from ..classifier import Classifier, result_record
 from ..errors import ImgclassError
 from ..media.images import (VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, is_still_images, list_images,
                              unquoted_glob_hint)
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
-from ..runtime.precision import PRECISIONS
+from ..runtime.base import Job
+from ..runtime.select import AUTO_CUDA_FROM, DEVICES, PRECISIONS
 from ..overlay import draw_overlay, overlay_lines
 
 
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Which network or ONNX model, and where it runs: the flags ``classifier_from_args`` reads."""
+    """Which network or ONNX model, and where it runs: the flags ``classifier_options`` reads."""
     p.add_argument("--network", default=DEFAULT_NETWORK, help="registry network (see `imgclass models`)")
     p.add_argument("--model", default=None, help="your own ONNX model instead of --network (labels from its metadata)")
     p.add_argument("--labels", default=None, help="labels file, one class per line (overrides the model's)")
@@ -54,7 +55,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="crop: short side then center crop (what the weights expect); stretch: jetson's whole-frame "
                         "resize (default: the model's own setting)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+    p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto: a CUDA GPU when there is one and the job is big enough to win back its start "
                         f"(videos, streams, {AUTO_CUDA_FROM}+ images), else the CPU")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -113,10 +114,6 @@ def jetson_parser() -> argparse.ArgumentParser:
     return p
 
 
-def classifier_from_args(args) -> Classifier:
-    return Classifier(**classifier_options(args))
-
-
 def classifier_options(args) -> dict:
     """``Classifier`` keyword arguments from the flags of ``add_model_arguments``."""
     return dict(network=args.network, model=args.model, labels=args.labels, input_blob=args.input_blob,
@@ -139,7 +136,7 @@ def run(args) -> int:
     paths = list_images(args.input)
     sink = ImageSink(args.output) if args.output else None
     targets = sink.targets(paths) if sink is not None else [None] * len(paths)  # refusals come before any work
-    net = Classifier(**{**classifier_options(args), "device": resolve_device(args.device, len(paths))})
+    net = Classifier(**classifier_options(args), job=Job(images=len(paths)))
     start, failed = time.perf_counter(), 0
     results = net.classify_files(paths, args.topk, args.threshold, args.batch_size, keep_images=sink is not None)
     for (path, preds, image), target in zip(tqdm(results, total=len(paths), unit="img", file=sys.stderr, leave=False,
@@ -186,7 +183,7 @@ def run_frames(args) -> int:
         output = "display://0"  # jetson shows video in a window when there is a screen
     with sigterm_stops_like_ctrl_c() as terminated, open_source(args.input, source_options(args)) as source, \
             open_sink(output, sink_options(args), frame_rate=source.rate) as sink:
-        net = classifier_from_args(args)
+        net = Classifier(**classifier_options(args), job=Job(stream=True))
         bar = tqdm(total=args.max_frames or source.frame_count or None, unit="frame", disable=None, file=sys.stderr, leave=False)
 
         def on_result(r) -> None:

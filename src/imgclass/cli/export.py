@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import HelpFormatter
 from ..errors import ImgclassError
-from ..runtime.precision import PRECISIONS
+from ..runtime.select import PRECISIONS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -183,7 +183,7 @@ def run_jetson(args) -> int:
 
 def use_gpu(index: int) -> str:
     """jetson's ``--gpu N``: only CUDA GPU N is visible to the run; the CPU, with a note, where there is none."""
-    from ..classifier import resolve_device
+    from ..runtime.select import resolve_device
 
     os.environ["CUDA_VISIBLE_DEVICES"] = str(index)  # before torch first looks at the GPUs
     if resolve_device("auto") == "cuda":

@@ -53,12 +53,15 @@ class Frame:
         index: 0, 1, 2, ... in the order frames leave the source.
         timestamp: seconds since the first frame (presentation time); None for still images.
         name: the image file it came from, or the source URI (credentials hidden).
+        file: the image file it came from (a still image), which the network decodes itself through
+            ``media.decode``: the same pixels, and confidences, as every other route gives that file.
     """
 
     image: np.ndarray
     index: int
     timestamp: float | None
     name: str
+    file: Path | None = None
 
 
 def open_source(uri: str | int | Path, options: SourceOptions | None = None, **overrides) -> "Source":
@@ -153,7 +156,9 @@ class ImageSource(Source):
                 except ImgclassError as e:
                     log.warning(f"skipped: {e}")
                     continue
-                yield Frame(self._shape(image), index, None, str(path))
+                # Unless reshaped by flags, the network decodes the file itself (the one decode)
+                as_is = not (self.options.width or self.options.height or _FLIPS.get(self.options.flip))
+                yield Frame(self._shape(image), index, None, str(path), path if as_is else None)
                 index += 1
             if loops_left == 0:
                 return

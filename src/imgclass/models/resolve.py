@@ -1,18 +1,95 @@
-"""What ``--model`` names: an ONNX file, a training run's folder or one of its checkpoints. Decided
-here once, for classify, serve, eval, export and capture alike."""
+"""What ``--network`` and ``--model`` name: a registry network with its weights, an ONNX file, or a
+training run's folder (its model.onnx). Decided here once, by ``resolve_model``, for classify, serve,
+tables, eval, export and capture alike.
+
+Example:
+    >>> resolve_model("efficientnet-lite0").name  # doctest: +SKIP
+    'efficientnet-lite0'
+"""
 from __future__ import annotations
 
+import hashlib
 import shlex
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from ..errors import ImgclassError
+from ..preprocess import Preprocess
+from .onnx import read_model
+from .registry import DEFAULT_NETWORK, ModelSpec, Weights, get_spec, read_weights
 
 # The files of a training run's folder (``imgclass train --model-dir``).
 CHECKPOINT, BEST, RUN_MODEL = "checkpoint.pth.tar", "model_best.pth.tar", "model.onnx"
 
 
-def model_file(model: str | Path) -> Path:
-    """The ONNX file that ``--model`` names: the file, or a training run folder's model.onnx.
+@dataclass(frozen=True)
+class NetworkRef:
+    """A registry network (``imgclass models``) and the weights it runs with."""
+
+    spec: ModelSpec
+    weights: Weights
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass(frozen=True)
+class OnnxRef:
+    """An ONNX file and its bytes, read once: the cache key and the engine come from the same bytes."""
+
+    path: Path
+    data: bytes = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModuleRef:
+    """A torch network built in this process (training's frozen trunk): exported to ONNX once and
+    cached under ``key``; its engine's ``outputs`` are the raw activations."""
+
+    module: object = field(repr=False)  # a torch.nn.Module (torch is not imported here)
+    key: str
+    name: str
+    preprocess: Preprocess
+
+    @property
+    def spec(self):
+        raise ImgclassError(f"{self.name} is a torch module, not a registry network")
+
+
+ModelRef = NetworkRef | OnnxRef | ModuleRef
+
+
+def resolve_model(network: str | None = None, model: str | Path | None = None,
+                  weights: str | Path | None = None) -> ModelRef:
+    """What ``--network NAME`` / ``--model PATH`` (and ``--weights FILE``) name: ``model`` when given
+    (an ONNX file, or a run folder's model.onnx), else the registry ``network`` (default
+    efficientnet-lite0) with its installed or given weights.
+
+    Raises:
+        ImgclassError: an unknown network, weights that are missing or damaged, no such model file, or
+            a PyTorch checkpoint / a run not exported yet (the message gives the export command).
+    """
+    if model is not None:
+        path = model_file(model)
+        return OnnxRef(path, read_model(path))
+    spec = get_spec(network or DEFAULT_NETWORK)
+    return NetworkRef(spec, read_weights(spec, weights))
+
+
+def model_file(model: str | Path, checkpoints: bool = False) -> Path:
+    """The file that ``--model`` names: an ONNX file, or a training run folder's model.onnx; with
+    ``checkpoints`` (for ``eval``, which runs them in torch) also a checkpoint, or a run folder's
+    best checkpoint when it has no model.onnx.
 
     Raises:
         ImgclassError: no such file, or a PyTorch checkpoint / a run folder not exported yet (the
@@ -22,16 +99,18 @@ def model_file(model: str | Path) -> Path:
     if path.is_dir():
         if (path / RUN_MODEL).is_file():
             return path / RUN_MODEL
-        checkpoints = sorted(path.glob("*.pth.tar"), key=lambda p: p.name != BEST)
-        if checkpoints:
+        found = sorted(path.glob("*.pth.tar"), key=lambda p: p.name != BEST)
+        if found and checkpoints:
+            return found[0]
+        if found:
             raise ImgclassError(f"{path}: a training run not exported to ONNX yet; run: "
-                                f"{_export_command(checkpoints[0])}, then pass --model {shlex.quote(str(path))} again")
-        raise ImgclassError(f"{path}: a folder with no model.onnx; give --model an ONNX file or an exported run folder")
+                                f"{_export_command(found[0])}, then pass --model {shlex.quote(str(path))} again")
+        raise ImgclassError(f"{path}: a folder with no {RUN_MODEL}; give --model an ONNX file or an exported run folder")
     if not path.is_file():
         raise ImgclassError(f"{path}: model file not found; check the path given to --model")
-    if path.name.endswith((".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")):
+    if path.name.endswith((".pth", ".pt", ".tar", ".ckpt", ".bin", ".safetensors")) and not checkpoints:
         raise ImgclassError(f"{path}: a PyTorch file, not ONNX; for a training checkpoint run: {_export_command(path)}, "
-                            f"then pass --model {shlex.quote(str(path.parent / 'model.onnx'))} (network weights go to "
+                            f"then pass --model {shlex.quote(str(path.parent / RUN_MODEL))} (network weights go to "
                             "--network NAME --weights FILE)")
     return path
 

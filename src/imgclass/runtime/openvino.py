@@ -13,7 +13,8 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import ImgclassError, first_line
-from .onnx import as_probabilities, pick_name
+from ..models.onnx import pick_name
+from .onnx import as_probabilities
 
 # OpenVINO's names for what each precision needs of the CPU.
 _CAPABILITY = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8"}
@@ -81,7 +82,8 @@ class OpenVinoEngine:
         except RuntimeError as e:  # OpenVINO's own errors: an op it lacks, a model it cannot read
             raise ImgclassError(f"{name}: OpenVINO cannot run it in {precision} ({first_line(e)}); "
                                 "use --precision fp32") from None
-        self.precision = precision
+        self.precision, self.device, self.decodes_files = precision, "cpu", False
+        self.name, self.metadata = f"OpenVINO {precision} on the CPU", {}
         self.request = self.compiled.create_infer_request()
         self.lock = threading.Lock()  # one infer request serves one call at a time
         self.output_port = self.compiled.output(self.output.get_any_name())

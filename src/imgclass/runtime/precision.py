@@ -28,7 +28,6 @@ from ..media.images import list_images
 from ..preprocess import Preprocess
 from .cache import cache_key, engine_path, read_entry, unsealed, warn, write_entry
 
-PRECISIONS = ("fp32", "bf16", "int8", "auto")
 MAX_TOP1_DROP = 0.005  # half a point of top-1
 CALIBRATION_IMAGES = 200  # MinMax ranges settle well before this; more only costs calibration time
 CHECK_IMAGES = 500
@@ -58,20 +57,6 @@ class SourceModel:
     name: str
     dataset: str | None = None
     quantized: bool = False
-
-
-def check_precision(precision: str, device: str) -> str:
-    """``precision``, checked against the device.
-
-    Raises:
-        ImgclassError: an unknown precision, or bf16/int8 asked of CUDA (they are CPU precisions).
-    """
-    if precision not in PRECISIONS:
-        raise ImgclassError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
-    if device == "cuda" and precision in ("bf16", "int8"):
-        raise ImgclassError(f"--precision {precision} is for the CPU (OpenVINO); on CUDA imgclass already runs "
-                            "in half precision: use --device cpu, or leave --precision out")
-    return precision
 
 
 def cpu_engine(source: SourceModel, precision: str, preprocess: Preprocess, fp32: Callable[[], object], *,

@@ -53,6 +53,7 @@ class TorchEngine:
         if not torch.cuda.is_available():
             raise ImgclassError("--device cuda: no CUDA device is visible to torch; use --device cpu")
         self.device, self.dtype, self.precision = torch.device(device), DTYPES[precision], precision
+        self.metadata, self.input_size, self.decodes_files = {}, preprocess.size, True
         self.preprocess, self.max_batch, self.cuda_graphs = preprocess, max_batch, cuda_graphs
         self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
         self._compiled = None

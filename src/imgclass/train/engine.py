@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..classifier import resolve_device
+from ..runtime.select import resolve_device
 from ..data import SPLIT_FILE, check_dataset, count_table, decode_images, find_dataset, write_split
 from ..errors import ImgclassError
 from ..fileio import atomic_write
@@ -87,15 +87,14 @@ def trunk_runner(parts: Parts, spec, cfg: TrainConfig, preprocess: Preprocess, d
     Randomly initialized trunks (``pretrained=False``) have no stable key, so they stay in torch.
     """
     if device.type == "cpu" and cfg.pretrained:
-        from ..models.onnx_export import export_onnx
         from ..models import require_weights
+        from ..models.resolve import ModuleRef
         from ..runtime.cache import cache_key, file_sha256
-        from ..runtime.onnx import OnnxEngine
+        from ..runtime.select import select_engine
 
-        sha = cache_key(file_sha256(require_weights(spec, cfg.weights)), spec.arch, preprocess.size, TRUNK_FORMAT)
-        engine = OnnxEngine(lambda path: export_onnx(parts.trunk, path, preprocess, [], network="trunk", softmax=False),
-                            sha, f"{spec.name}-trunk{preprocess.size}", describe=f"exporting {spec.name}'s trunk to ONNX")
-        return lambda x: torch.from_numpy(engine.session.run([engine.output.name], {engine.input.name: x})[0])
+        key = cache_key(file_sha256(require_weights(spec, cfg.weights)), spec.arch, preprocess.size, TRUNK_FORMAT)
+        engine = select_engine(ModuleRef(parts.trunk, key, f"{spec.name}-trunk{preprocess.size}", preprocess), "cpu")
+        return lambda x: torch.from_numpy(engine.outputs(x))
 
     @torch.no_grad()
     def run_torch(x: np.ndarray) -> torch.Tensor:

@@ -12,9 +12,10 @@ import numpy as np
 from ..data import SPLIT_FILE, decode_images, find_dataset
 from ..errors import ImgclassError
 from ..labels import imagenet_labels
+from ..models.resolve import ModuleRef, model_file
 from ..preprocess import Preprocess
 from . import report
-from .checkpoint import BEST, load_checkpoint, model_from_checkpoint
+from .checkpoint import load_checkpoint, model_from_checkpoint
 from .head import imagenet_matches
 
 
@@ -30,7 +31,8 @@ class Scorer:
 
 
 def open_scorer(model: str | Path, device: str = "auto") -> Scorer:
-    """A run folder (its model_best.pth.tar, else model.onnx), a checkpoint, an ONNX file or a registry name.
+    """A run folder (its model.onnx, else its best checkpoint), an ONNX file, a checkpoint or a
+    registry name, as ``models.resolve`` reads ``--model``; every engine comes from ``select_engine``.
 
     Example:
         >>> scorer = open_scorer("runs/ants")  # doctest: +SKIP
@@ -38,37 +40,25 @@ def open_scorer(model: str | Path, device: str = "auto") -> Scorer:
         ['ants', 'bees']
     """
     path = Path(model).expanduser()
-    if path.is_dir():
-        found = next((path / n for n in (BEST, "model.onnx") if (path / n).is_file()), None)
-        if found is None:
-            raise ImgclassError(f"{path}: holds neither {BEST} nor model.onnx; train or export into it first")
-        path = found
+    if not path.exists() and path.suffix not in (".onnx", ".tar", ".pth", ".pt"):  # a registry network
+        from ..classifier import Classifier
+
+        net = Classifier(str(model), device=device)
+        return Scorer(net.network_name, imagenet_labels()[0], net.preprocess, net.probabilities, imagenet=True)
+    path = model_file(path, checkpoints=True)
     if path.suffix == ".onnx":
         from ..classifier import Classifier
 
         net = Classifier(model=path, device=device)
         return Scorer(net.network_name, list(net.labels), net.preprocess, net.probabilities)
-    if path.is_file():
-        import torch
+    from ..runtime.cache import cache_key, file_sha256
+    from ..runtime.select import select_engine
 
-        from ..classifier import resolve_device
-
-        state = load_checkpoint(path)
-        net, preprocess, classes = model_from_checkpoint(state)
-        dev = torch.device(resolve_device(device))
-        net = net.to(dev)
-
-        @torch.no_grad()
-        def probabilities(batch: np.ndarray) -> np.ndarray:
-            return torch.softmax(net(torch.from_numpy(batch).to(dev)).float(), 1).cpu().numpy()
-
-        return Scorer(f"{state['arch']} ({path})", classes, preprocess, probabilities)
-    if path.suffix in (".tar", ".pth", ".pt"):
-        raise ImgclassError(f"{path}: checkpoint not found; check the path given to --model")
-    from ..classifier import Classifier
-
-    net = Classifier(str(model), device=device)
-    return Scorer(net.network_name, imagenet_labels()[0], net.preprocess, net.probabilities, imagenet=True)
+    state = load_checkpoint(path)
+    net, preprocess, classes = model_from_checkpoint(state)
+    engine = select_engine(ModuleRef(net, cache_key(file_sha256(path), "eval"), f"{state['arch']}-{path.stem}", preprocess),
+                           device)
+    return Scorer(f"{state['arch']} ({path})", classes, preprocess, engine.run)
 
 
 def class_columns(scorer: Scorer, classes: list[str], mapping: str | Path | None = None) -> list[list[int]]:

@@ -1,0 +1,105 @@
+"""The seams, without a model: the device rule, engine selection, what --model names, the one decode,
+the light base modules and their docstring examples."""
+from __future__ import annotations
+
+import doctest
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import imgclass
+from imgclass.errors import ImgclassError
+from imgclass.media.decode import decode, decode_files
+from imgclass.models.onnx import META_PREPROCESS, preprocess_from
+from imgclass.models.resolve import BEST, RUN_MODEL, model_file
+from imgclass.preprocess import Preprocess
+from imgclass.runtime.base import EngineOptions, Job, Runtime, register_runtime, unregister_runtime
+from imgclass.runtime.select import AUTO_CUDA_FROM, resolve_device, select_engine
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
+LIGHT_MODULES = ["imgclass.flags", "imgclass.parallel", "imgclass.preprocess", "imgclass.classifier",
+                 "imgclass.runtime.base", "imgclass.runtime.select", "imgclass.serve.oip", "imgclass.fileio",
+                 "imgclass.models.resolve", "imgclass.media.decode"]
+
+
+def test_the_tier_imports_no_torch():
+    for name in LIGHT_MODULES:
+        importlib.import_module(name)
+    from conftest import TORCH_BEFORE
+    if TORCH_BEFORE:
+        pytest.skip("another tier imported torch first; run `pytest tests/unit` alone to check")
+    assert "torch" not in sys.modules
+
+
+def test_device_rule_small_jobs_stay_on_the_cpu_and_streams_take_the_gpu():
+    assert resolve_device("auto", Job(images=33), cuda=True) == "cpu"
+    assert resolve_device("auto", Job(images=AUTO_CUDA_FROM), cuda=True) == "cuda"
+    assert resolve_device("auto", Job(stream=True), cuda=True) == "cuda"
+    assert resolve_device("auto", Job(stream=True), cuda=False) == "cpu"
+    assert resolve_device("cpu", Job(stream=True), cuda=True) == "cpu"
+    with pytest.raises(ImgclassError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+
+
+class FakeModel:
+    name = "fake"
+
+
+def test_select_engine_asks_the_runtimes_in_order_with_auto_resolved():
+    asked = []
+    built = register_runtime(Runtime("built", lambda m, d, p: p == "fp32", lambda m, d, p, o: ("engine", d, o)))
+    first = register_runtime(Runtime("first", lambda m, d, p: asked.append((d, p)) and False, None))
+    try:
+        engine = select_engine(FakeModel(), "cpu", "fp32", Job(images=3), EngineOptions(threads=2))
+        assert engine == ("engine", "cpu", EngineOptions(threads=2)) and asked == [("cpu", "fp32")]
+        with pytest.raises(ImgclassError, match="is for the CPU"):
+            select_engine(FakeModel(), "cuda", "int8")
+        with pytest.raises(ImgclassError, match="unknown precision"):
+            select_engine(FakeModel(), "cpu", "fp8")
+    finally:
+        unregister_runtime(first), unregister_runtime(built)
+
+
+def test_model_file_reads_run_folders_and_points_checkpoints_to_export(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / BEST).write_bytes(b"x")
+    with pytest.raises(ImgclassError, match="not exported to ONNX yet; run: imgclass export --model-dir"):
+        model_file(run)
+    assert model_file(run, checkpoints=True) == run / BEST  # eval runs checkpoints
+    (run / RUN_MODEL).write_bytes(b"x")
+    assert model_file(run) == model_file(run, checkpoints=True) == run / RUN_MODEL
+    with pytest.raises(ImgclassError, match="a PyTorch file, not ONNX"):
+        model_file(run / BEST)
+    with pytest.raises(ImgclassError, match="model file not found"):
+        model_file(tmp_path / "missing.onnx")
+
+
+def test_preprocessing_comes_from_the_metadata_or_jetsons_default():
+    p = Preprocess(size=160, crop_pct=0.9)
+    assert preprocess_from({META_PREPROCESS: p.to_json()}, 224) == p
+    assert preprocess_from({}, 299) == Preprocess(size=299, resize="stretch")
+
+
+def test_one_decode_gives_the_same_pixels_from_a_file_its_bytes_and_in_batches():
+    p = Preprocess()
+    path = EXAMPLES / "orange.jpg"
+    pixels = decode(path, p)
+    assert pixels.shape == (224, 224, 3) and pixels.dtype == np.uint8
+    assert np.array_equal(decode(path.read_bytes(), p), pixels)
+    [batch] = list(decode_files([path, EXAMPLES / "missing.jpg"], p, batch_size=2))
+    assert np.array_equal(batch[0][1], pixels) and isinstance(batch[1][1], ImgclassError)
+
+
+@pytest.mark.parametrize("name", LIGHT_MODULES)
+def test_docstring_examples_run(name):
+    module = importlib.import_module(name)
+    failed, _ = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert failed == 0
+
+
+def test_classifier_repr_and_version():
+    assert imgclass.__version__ and "Classifier" in imgclass.__all__
