@@ -106,11 +106,11 @@ def test_a_warm_run_does_not_import_torch(classifier):
 
 def test_auto_device_keeps_small_jobs_on_the_cpu(monkeypatch):
     # Even where a GPU is usable, starting torch + CUDA costs more than a small job takes on the CPU.
-    from imgclass import api
+    from imgclass import classifier
     from imgclass.runtime import torch_cuda
-    monkeypatch.setattr(api.os.path, "exists", lambda path: True)
+    monkeypatch.setattr(classifier.os.path, "exists", lambda path: True)
     monkeypatch.setattr(torch_cuda, "cuda_available", lambda: True)
-    assert api.resolve_device("auto", images=33) == "cpu"
-    assert api.resolve_device("auto", images=api.AUTO_CUDA_FROM) == "cuda"
-    assert api.resolve_device("auto") == "cuda"  # videos and streams: length unknown
-    assert api.resolve_device("cuda", images=1) == "cuda"  # asked for: obeyed
+    assert classifier.resolve_device("auto", images=33) == "cpu"
+    assert classifier.resolve_device("auto", images=classifier.AUTO_CUDA_FROM) == "cuda"
+    assert classifier.resolve_device("auto") == "cuda"  # videos and streams: length unknown
+    assert classifier.resolve_device("cuda", images=1) == "cuda"  # asked for: obeyed
