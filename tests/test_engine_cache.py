@@ -105,7 +105,7 @@ def test_the_engine_is_built_from_the_bytes_its_key_hashes(tmp_path, cache, labe
     """A model file replaced while its engine is being built must not put the new model's engine
     under the old bytes' key."""
     model = tiny_onnx(tmp_path / "model.onnx", RED_FIRST)
-    real_session = onnx_runtime._session
+    real_session = onnx_runtime.session
 
     def replaced_meanwhile(*args, optimized_to=None, **kwargs):
         if optimized_to:  # onnxruntime starts building: the user's export overwrites the file now
@@ -113,7 +113,7 @@ def test_the_engine_is_built_from_the_bytes_its_key_hashes(tmp_path, cache, labe
         return real_session(*args, optimized_to=optimized_to, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(onnx_runtime, "_session", replaced_meanwhile)
+        patch.setattr(onnx_runtime, "session", replaced_meanwhile)
         first = imgclass.Classifier(model=model, labels=labels)
     assert first.classify(RED)[0].label == "red"  # the bytes it read and hashed
     tiny_onnx(model, RED_FIRST)  # the old bytes again: their cached engine must be theirs

@@ -8,7 +8,7 @@ import torch
 
 from imgclass.errors import ImgclassError
 from imgclass.models.onnx import META_LABELS, META_PREPROCESS
-from imgclass.export.run import check_agreement
+from imgclass.export.check import check_agreement
 from imgclass.train.checkpoint import load_checkpoint, model_from_checkpoint
 
 from conftest import run_cli, run_python

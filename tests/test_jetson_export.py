@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from imgclass.export.jetson import jetson_input_size, jetson_preprocess
+from imgclass.export.jetson import jetson_preprocess
 from imgclass.models.onnx import META_LABELS
 from imgclass.export.run import load_run
 
@@ -48,7 +48,7 @@ def test_file_is_what_jetson_loads(run_dir, exported):
 
 def test_jetson_preprocessing_gives_imgclass_answer_on_a_square_image(run_dir, exported):
     _, model, preprocess, _ = load_run(run_dir)
-    assert jetson_input_size(preprocess) == SIDE
+    assert preprocess.decode_size == SIDE  # the exported input side
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     # At the input side jetson's resize does nothing, so the graph alone is compared; on a larger square
     # only the resampling filter differs (imgclass's bicubic, jetson's nearest). Log-odds: never saturated.

@@ -6,10 +6,11 @@ jetson-inference feeds an ONNX classifier its own way (c/imageNet.cpp, c/tensorC
 frame sampled nearest-neighbor to the network's input size (no crop, aspect ratio not kept), RGB scaled
 to 0..1, minus the ImageNet mean, over the ImageNet std. imgclass's models were trained on a center
 crop (short side to size/crop_pct, then size x size) normalized with their own mean/std. The exported
-graph takes jetson's input at the pre-crop side, ``round(size / crop_pct)``, and does the rest itself:
-a center crop (Slice) to the model's size, then one per-channel affine from jetson's normalization to
-the model's, then the model and softmax. On a square frame that is exactly imgclass's preprocessing
-(up to the resampling filter); other aspect ratios are stretched, as jetson does for every model.
+graph takes jetson's input at the pre-crop side, ``Preprocess.decode_size`` (``round(size / crop_pct)``),
+and does the rest itself: a center crop (Slice) to the model's size, then one per-channel affine from
+jetson's normalization to the model's, then the model and softmax. On a square frame that is exactly
+imgclass's preprocessing (up to the resampling filter); other aspect ratios are stretched, as jetson
+does for every model.
 
 The file has a static batch of 1, ONNX opset 13 (JetPack 4.6's TensorRT 8.2, the last for the Jetson
 Nano, parses opsets 7 to 13; later TensorRTs parse it too) and standard ONNX operators only.
@@ -20,7 +21,7 @@ import json
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -31,16 +32,15 @@ from ..fileio import atomic_write
 from ..models.onnx import INPUT_NAME, META_LABELS, META_NETWORK, META_PREPROCESS, OUTPUT_NAME
 from ..models.onnx_export import WithSoftmax, _quiet_loggers
 from ..preprocess import Preprocess
+from .check import check_paths, compare_with_torch
+from .run import load_run
+
+if TYPE_CHECKING:
+    import onnx  # imported where used: only an export needs it
 
 JETSON_MEAN = (0.485, 0.456, 0.406)  # imageNet.cpp's cudaTensorNormMeanRGB for ONNX models, on 0..1 RGB
 JETSON_STD = (0.229, 0.224, 0.225)
 JETSON_OPSET = 13
-
-
-def jetson_input_size(preprocess: Preprocess) -> int:
-    """Side of the exported input: the model's pre-crop side, so that jetson's whole-frame resize to it
-    followed by the in-graph center crop is imgclass's resize + crop on a square frame."""
-    return preprocess.size if preprocess.resize == "stretch" else round(preprocess.size / preprocess.crop_pct)
 
 
 def jetson_preprocess(image: np.ndarray, side: int) -> np.ndarray:
@@ -66,7 +66,7 @@ def jetson_preprocess(image: np.ndarray, side: int) -> np.ndarray:
 def jetson_input_preprocess(preprocess: Preprocess) -> Preprocess:
     """How imgclass itself feeds an exported file (its metadata): jetson's whole-frame resize to the
     input side and ImageNet normalization, with a smooth filter where jetson samples nearest."""
-    return Preprocess(size=jetson_input_size(preprocess), resize="stretch", interpolation="bilinear",
+    return Preprocess(size=preprocess.decode_size, resize="stretch", interpolation="bilinear",
                       mean=JETSON_MEAN, std=JETSON_STD)
 
 
@@ -79,7 +79,7 @@ class FromJetsonInput(nn.Module):
 
     def __init__(self, preprocess: Preprocess):
         super().__init__()
-        side, size = jetson_input_size(preprocess), preprocess.size
+        side, size = preprocess.decode_size, preprocess.size
         self.top = (side - size) // 2  # as Preprocess.resize_and_crop centers its crop
         self.size = size
         mean, std = np.array(JETSON_MEAN, np.float64), np.array(JETSON_STD, np.float64)
@@ -100,9 +100,9 @@ class FromJetsonInput(nn.Module):
 def export_jetson_onnx(model: nn.Module, path: str | Path, preprocess: Preprocess, labels: Sequence[str],
                        network: str = "", softmax: bool = True) -> Path:
     """Write ``model`` (logits out) for jetson-inference: input ``input_0`` [1, 3, S, S] taking jetson's
-    preprocessing (S = :func:`jetson_input_size`), output ``output_0`` [1, classes] (softmax unless
-    ``softmax=False``), opset 13, one self-contained file. Labels and how to feed it travel in the
-    metadata, so ``imgclass classify --model`` runs the same file. Atomic.
+    preprocessing (S = ``preprocess.decode_size``, the pre-crop side), output ``output_0`` [1, classes]
+    (softmax unless ``softmax=False``), opset 13, one self-contained file. Labels and how to feed it
+    travel in the metadata, so ``imgclass classify --model`` runs the same file. Atomic.
 
     Example:
         >>> export_jetson_onnx(net, "runs/ants/efficientnet-lite0.onnx", Preprocess(size=224), ["ants", "bees"])  # doctest: +SKIP
@@ -111,7 +111,9 @@ def export_jetson_onnx(model: nn.Module, path: str | Path, preprocess: Preproces
 
     graph = nn.Sequential(FromJetsonInput(preprocess), model)
     graph = (WithSoftmax(graph) if softmax else graph).eval()
-    side = jetson_input_size(preprocess)
+    # The pre-crop side: jetson's whole-frame resize to it, then the in-graph center crop, is imgclass's
+    # resize + crop on a square frame.
+    side = preprocess.decode_size
     meta = {META_LABELS: json.dumps(list(labels)), META_NETWORK: network,
             META_PREPROCESS: jetson_input_preprocess(preprocess).to_json()}
 
@@ -133,17 +135,16 @@ def export_jetson_onnx(model: nn.Module, path: str | Path, preprocess: Preproces
     return atomic_write(path, write)
 
 
-def _fold_constants(source: Path, folded: Path):
+def _fold_constants(source: Path, folded: Path) -> onnx.ModelProto:
     """ONNX Runtime's basic optimizations (constant folding, Pad into Conv, BatchNorm into Conv), which
     write standard ONNX operators only; returns the model with the opset imports it really uses."""
     import onnx
-    import onnxruntime as ort
+    from onnxruntime import GraphOptimizationLevel
 
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.optimized_model_filepath = str(folded)
-    options.log_severity_level = 3
-    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+    from ..runtime.onnx import session
+
+    # BASIC: EXTENDED (the engines' level) fuses into com.microsoft operators, which TensorRT cannot parse.
+    session(source, "the traced Jetson graph", optimized_to=folded, level=GraphOptimizationLevel.ORT_ENABLE_BASIC)
     proto = onnx.load(str(folded))
     foreign = sorted({f"{n.domain}:{n.op_type}" for n in proto.graph.node if n.domain not in ("", "ai.onnx")})
     if foreign:  # TensorRT would reject the file
@@ -179,8 +180,6 @@ def export_jetson_run(model_dir: str | Path, checkpoint: str | Path | None = Non
         >>> export_jetson_run("runs/ants")["path"].name  # doctest: +SKIP
         'efficientnet-lite0.onnx'
     """
-    from .run import check_paths, load_run
-
     model_dir = Path(model_dir)
     state, model, preprocess, classes = load_run(model_dir, checkpoint)
     output = Path(output) if output is not None else model_dir / f"{state['arch']}.onnx"
@@ -188,7 +187,7 @@ def export_jetson_run(model_dir: str | Path, checkpoint: str | Path | None = Non
     network = f"{state['arch']} trained on {Path(state['dataset']).name}"
     export_jetson_onnx(model, output, preprocess, classes, network=network, softmax=softmax)
     paths = check_paths(state, model_dir, check_images, check_count)
-    return {"path": output, "labels": labels, "input_size": jetson_input_size(preprocess),
+    return {"path": output, "labels": labels, "input_size": preprocess.decode_size,
             **check_jetson_agreement(model, preprocess, output, paths)}
 
 
@@ -211,10 +210,9 @@ def check_jetson_agreement(model: nn.Module, preprocess: Preprocess, onnx_path: 
 
     from ..classifier import Classifier
     from ..data import decode_images
-    from .run import compare_with_torch
 
     net = Classifier(model=onnx_path, device="cpu")
-    side, size = jetson_input_size(preprocess), preprocess.size
+    side, size = preprocess.decode_size, preprocess.size
     whole = replace(preprocess, size=side, resize="stretch")  # the model's own filter: the check is of the graph
     images, _ = decode_images([(p, 0) for p in paths], whole, desc="check")
     if len(images) == 0:

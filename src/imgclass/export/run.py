@@ -1,23 +1,20 @@
-"""Export a trained run to ONNX, then prove ONNX Runtime classifies like PyTorch did (or, for int8,
-that the quantized model keeps fp32's top-1)."""
+"""Export a trained run to ONNX (fp32, or int8), checked on real images before it is called done
+(see :mod:`imgclass.export.check`)."""
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..data import SPLIT_FILE, decode_images, find_dataset
 from ..errors import ImgclassError
 from ..fileio import atomic_write
-from ..media.images import list_images
 from ..models.onnx_export import export_onnx
 from ..models.resolve import BEST
 from ..preprocess import Preprocess
 from ..train.checkpoint import load_checkpoint, model_from_checkpoint
+from .check import check_agreement, check_int8, check_paths, check_samples
 
-MAX_PROB_DIFF = 1e-3  # fp32 ONNX Runtime vs torch differ by ~1e-6; more means a broken export
 INT8_CHECK_COUNT = 500  # int8 moves top-1 by fractions of a point: the check needs more images than fp32's
 
 
@@ -82,34 +79,6 @@ def export_int8(state: dict, model_dir: Path, model: torch.nn.Module, preprocess
     return {"path": output, "calibration": len(paths), **result}
 
 
-def check_int8(fp32: bytes, int8: bytes, output: Path, preprocess: Preprocess,
-               samples: list[tuple[Path, int | None]]) -> dict:
-    """Top-1 of the int8 model (on OpenVINO, as ``--precision int8`` runs it) and of fp32 (ONNX
-    Runtime) on real images: their labels, or fp32's probabilities where they have none.
-
-    Raises:
-        ImgclassError: int8 loses more than MAX_TOP1_DROP of top-1.
-    """
-    import onnxruntime as ort
-    from ..runtime.precision import MAX_TOP1_DROP, decoded, probabilities, top1
-    from ..runtime.onnx import as_probabilities
-    from ..runtime.openvino import OpenVinoEngine
-
-    labels = [label for _, label in samples]
-    images, truth = decoded([p for p, _ in samples], preprocess, "check", None if None in labels else labels)
-    session = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
-    runs = {"fp32": lambda x: as_probabilities(session.run(None, {session.get_inputs()[0].name: x})[0]),
-            "int8": OpenVinoEngine(int8, "int8", str(output)).run}
-    if None in labels:
-        truth = probabilities(runs["fp32"], images)
-    scores = {p: top1(run, images, truth) for p, run in runs.items()}
-    if scores["int8"] < scores["fp32"] - MAX_TOP1_DROP:
-        raise ImgclassError(f"{output}: not written: int8 top-1 {scores['int8']:.1%} against fp32's {scores['fp32']:.1%} "
-                            f"on {len(images)} real images, more than half a point lost; calibrate on more images like "
-                            "the ones you classify (--calibration FOLDER), or keep the fp32 model")
-    return {"images": len(images), "top1_fp32": scores["fp32"], "top1_int8": scores["int8"]}
-
-
 def load_run(model_dir: Path, checkpoint: str | Path | None = None) -> tuple[dict, torch.nn.Module, Preprocess, list[str]]:
     """A run's checkpoint (default ``model_best.pth.tar``; a bare name is looked up in ``model_dir``)
     and the network, preprocessing and class names rebuilt from it."""
@@ -118,51 +87,3 @@ def load_run(model_dir: Path, checkpoint: str | Path | None = None) -> tuple[dic
         ckpt = model_dir / ckpt  # jetson's --input is relative to --model-dir
     state = load_checkpoint(ckpt)
     return (state, *model_from_checkpoint(state))
-
-
-def check_paths(state: dict, model_dir: Path, check_images, count: int) -> list[Path]:
-    """Up to ``count`` images for an export check: ``check_images``, else the run's val images."""
-    return [p for p, _ in check_samples(state, model_dir, check_images, count)]
-
-
-def check_samples(state: dict, model_dir: Path, check_images, count: int) -> list[tuple[Path, int | None]]:
-    """Up to ``count`` (image, label) pairs for an export check: ``check_images`` (label None), else
-    the run's val images (its train images where it has none) with their labels."""
-    if check_images is not None:
-        samples = [(p, None) for p in list_images(check_images)]
-    else:
-        root = Path(state["dataset"])
-        if not root.is_dir():
-            raise ImgclassError(f"{root}: the run's dataset is gone, so the ONNX check has no images; "
-                                "pass --check-images DIR (a few real images)")
-        ds = find_dataset(root, state["config"]["val_split"], split_file=model_dir / SPLIT_FILE)
-        samples = ds.val or ds.train
-    step = max(1, len(samples) // count)  # spread over the classes (samples are grouped by class)
-    return samples[::step][:count]
-
-
-def check_agreement(model: torch.nn.Module, onnx_path: Path, paths: list[Path]) -> dict:
-    """Run the exported file through ``imgclass.Classifier`` (exactly as ``classify`` does) and the
-    PyTorch model on the same preprocessed images; raise if they disagree."""
-    from ..classifier import Classifier
-
-    net = Classifier(model=onnx_path, device="cpu")
-    images, _ = decode_images([(p, 0) for p in paths], net.preprocess, desc="check")
-    if len(images) == 0:
-        raise ImgclassError(f"none of the {len(paths)} images for the ONNX check could be read; pass --check-images DIR")
-    batch = net.preprocess.normalize(images.pixels)
-    return compare_with_torch(net.probabilities(batch), model, batch, onnx_path, "ONNX Runtime")
-
-
-def compare_with_torch(onnx_probs: np.ndarray, model: torch.nn.Module, torch_batch: np.ndarray, onnx_path: Path,
-                       what: str) -> dict:
-    """Check an exported file's probabilities against PyTorch's on ``torch_batch`` (the same images);
-    raise if they differ by more than MAX_PROB_DIFF or any top-1 differs."""
-    with torch.no_grad():
-        torch_probs = torch.softmax(model.eval()(torch.from_numpy(torch_batch)), 1).numpy()
-    diff = float(np.abs(onnx_probs - torch_probs).max())
-    agree = float((onnx_probs.argmax(1) == torch_probs.argmax(1)).mean())
-    if diff > MAX_PROB_DIFF or agree < 1:
-        raise ImgclassError(f"{onnx_path}: {what} and PyTorch disagree on {len(torch_batch)} real images "
-                            f"(max prob difference {diff:.2e}, top-1 agreement {agree:.1%}); do not use this file")
-    return {"images": len(torch_batch), "max_abs_diff": diff, "top1_agreement": agree}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -28,8 +28,42 @@ def providers_for(device: str) -> list[str]:
     return [*gpu, "CPUExecutionProvider"]
 
 
-def _session(model: bytes, name: str, threads: int | None, providers: list[str],
-             optimized_to: str | None = None) -> ort.InferenceSession:
+def session(model: bytes | str | Path, name: str, *, threads: int | None = None,
+            providers: Sequence[str] = ("CPUExecutionProvider",), optimized_to: str | Path | None = None,
+            level: ort.GraphOptimizationLevel | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session with imgclass's options: every session imgclass builds comes from here.
+
+    Args:
+        model: the ONNX model's bytes, or its file.
+        name: the model in error messages.
+        threads: intra-op threads (default: ONNX Runtime's own choice).
+        providers: execution providers, in order of preference (see :func:`providers_for`).
+        optimized_to: where ONNX Runtime saves the graph it optimized (default: not saved).
+        level: how far ONNX Runtime optimizes the graph. Default: ``ORT_ENABLE_EXTENDED`` when it is
+            saved (the saved graph stays portable across CPUs; ``ORT_ENABLE_ALL``'s layout passes run
+            at load), else ``ORT_ENABLE_ALL``.
+
+    Returns:
+        The session, ready to run.
+
+    Raises:
+        ImgclassError: ONNX Runtime refuses the model.
+
+    Example:
+        >>> engine = session(Path("model.onnx").read_bytes(), "model.onnx", threads=2)  # doctest: +SKIP
+        >>> engine.get_inputs()[0].name  # doctest: +SKIP
+        'input_0'
+    """
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model),
+                                    _options(threads, optimized_to, level), providers=list(providers))
+    except Exception as e:  # onnxruntime raises its own untyped errors for bad files
+        raise not_onnx(name, first_line(e)) from None
+
+
+def _options(threads: int | None, optimized_to: str | Path | None,
+             level: ort.GraphOptimizationLevel | None) -> ort.SessionOptions:
+    """The options of :func:`session` (see its arguments)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # Idle inference threads sleep instead of spinning: decode threads need those cores between
@@ -38,15 +72,12 @@ def _session(model: bytes, name: str, threads: int | None, providers: list[str],
     if threads:
         options.intra_op_num_threads = threads
     if optimized_to:
-        # EXTENDED keeps the saved graph portable across CPUs; ENABLE_ALL's layout passes run at load.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        options.optimized_model_filepath = optimized_to
-    else:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        return ort.InferenceSession(model, options, providers=providers)
-    except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-        raise not_onnx(name, first_line(e)) from None
+        options.optimized_model_filepath = str(optimized_to)
+    if level is None:
+        levels = ort.GraphOptimizationLevel
+        level = levels.ORT_ENABLE_EXTENDED if optimized_to else levels.ORT_ENABLE_ALL
+    options.graph_optimization_level = level
+    return options
 
 
 def _optimize(source: ModelSource, name: str, threads: int | None, providers: list[str]) -> bytes:
@@ -56,8 +87,8 @@ def _optimize(source: ModelSource, name: str, threads: int | None, providers: li
         if callable(source):
             source = source(Path(scratch) / "source.onnx")
         optimized = Path(scratch) / "optimized.onnx"
-        _session(source if isinstance(source, bytes) else Path(source).read_bytes(), name, threads, providers,
-                 optimized_to=str(optimized))
+        session(source if isinstance(source, bytes) else Path(source).read_bytes(), name, threads=threads,
+                providers=providers, optimized_to=optimized)
         return optimized.read_bytes()
 
 
@@ -95,8 +126,8 @@ class OnnxEngine:
 
     Example:
         >>> data = read_model(Path("model.onnx"))  # doctest: +SKIP
-        >>> engine = OnnxEngine(data, hashlib.sha256(data).hexdigest(), "model")
-        >>> probs = engine.run(batch)              # (N, classes)
+        >>> engine = OnnxEngine(data, hashlib.sha256(data).hexdigest(), "model")  # doctest: +SKIP
+        >>> probs = engine.run(batch)  # (N, classes)  # doctest: +SKIP
     """
 
     def __init__(self, source: ModelSource, source_sha: str, stem: str, *, threads: int | None = None, device: str = "cpu",
@@ -114,7 +145,7 @@ class OnnxEngine:
             if describe:
                 warn(f"{describe} (first run only; cached in {self.path.parent})")
             engine = write_entry(self.path, _optimize(source, source_name or stem, threads, providers))
-        self.session = _session(engine, str(self.path), threads, providers)
+        self.session = session(engine, str(self.path), threads=threads, providers=providers)
         self.input = self._pick(self.session.get_inputs(), input_name, "input blob", "--input-blob")
         self.output = self._pick(self.session.get_outputs(), output_name, "output blob", "--output-blob")
         self.metadata = self.session.get_modelmeta().custom_metadata_map
