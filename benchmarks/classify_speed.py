@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision import transforms
 
 import imgclass
-from imgclass.media.images import list_images
+from imgclass.media.inputs import list_images
 from imgclass.models import get_spec
 from imgclass.models.build import build_model
 

@@ -13,7 +13,7 @@ import torch
 
 import imgclass.media.gpu_decode as gpu_decode
 import imgclass.runtime.torch_cuda as torch_cuda
-from imgclass.media.images import list_images
+from imgclass.media.inputs import list_images
 from imgclass.models import get_spec
 from imgclass.models.build import build_model
 

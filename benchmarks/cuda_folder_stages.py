@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
-from imgclass.media.images import list_images
+from imgclass.media.inputs import list_images
 from imgclass.models import get_spec
 from imgclass.models.build import build_model
 from imgclass.runtime.torch_cuda import TorchEngine

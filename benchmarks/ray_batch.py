@@ -26,7 +26,7 @@ from ray.cluster_utils import Cluster
 
 import imgclass
 from imgclass.batch import classify_table
-from imgclass.media.images import list_images
+from imgclass.media.inputs import list_images
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import imgclass
-from imgclass.media.images import list_images
+from imgclass.media.inputs import list_images
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CLI_RATE = re.compile(r"\(([\d.]+) img/s\)")

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq  # noqa: E402
 
 import pyarrow.fs as pafs  # noqa: E402
 
-import imgclass.batch.inputs as inputs  # noqa: E402
+import imgclass.media.inputs as inputs  # noqa: E402
 import imgclass.batch.job as job  # noqa: E402
 from imgclass.batch import classify_table  # noqa: E402
 from imgclass.errors import ImgclassError  # noqa: E402

@@ -60,14 +60,14 @@ def test_api_and_cli_folder_and_video_routes(seen, photos, tmp_path, capsys):
 def test_table_and_ray_actor_rows_route(seen, photos, tmp_path):
     pytest.importorskip("pyarrow")
     from imgclass.batch import classify_table
-    from imgclass.batch.inputs import read_inputs
+    from imgclass.media.inputs import resolve_input
     from imgclass.batch.rows import classify_rows
 
     classify_table(str(photos), tmp_path / "out.parquet", {}, shard_size=1)
     assert seen["engines"] == [("efficientnet-lite0", "cpu")] and sorted(seen["decoded"]) == sorted(PHOTOS)
     seen["engines"].clear(), seen["decoded"].clear()
     net = imgclass.Classifier(device="cpu")  # what each Ray actor builds from the same options
-    table = classify_rows(net, read_inputs(str(photos)))
+    table = classify_rows(net, resolve_input(str(photos)).refs)
     assert seen["engines"] == [("efficientnet-lite0", "cpu")] and sorted(seen["decoded"]) == sorted(PHOTOS)
     assert table.column("labels").to_pylist()[0][0] == "banana"
 
@@ -136,3 +136,26 @@ def test_a_new_runtime_is_one_registration(tmp_path):
     finally:
         unregister_runtime(fake)
     assert imgclass.Classifier(device="cpu").classify(EXAMPLES / "orange.jpg")[0].label == "orange"
+
+
+def test_a_list_of_images_works_with_every_output_kind(photos, tmp_path, capsys):
+    """INPUT means the same whatever OUTPUT is: a .txt list (relative to itself, # comments) included."""
+    from imgclass import cli
+
+    (photos / "sub").mkdir()
+    shutil.copy(EXAMPLES / "robin.jpg", photos / "sub" / "robin.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text("# two photos\nphotos/orange.jpg\n\nphotos/sub/robin.jpg\n")
+    for output in (None, tmp_path / "annotated", tmp_path / "out.mp4", tmp_path / "out.csv", tmp_path / "out.jsonl"):
+        assert cli.main(["classify", str(listing), *([str(output)] if output else [])]) == 0, output
+        out = capsys.readouterr().out
+        if output is None:
+            assert "(orange)" in out and "(robin, American robin, Turdus migratorius)" in out
+    assert sorted(p.name for p in (tmp_path / "annotated").rglob("*.jpg")) == ["orange.jpg", "robin.jpg"]
+    assert "robin" in (tmp_path / "out.csv").read_text() and (tmp_path / "out.mp4").stat().st_size > 0
+    # a folder is searched recursively, and an OUTPUT inside it is left out
+    assert cli.main(["classify", str(photos), str(photos / "annotated")]) == 0
+    assert sorted(p.relative_to(photos / "annotated").as_posix() for p in (photos / "annotated").rglob("*.jpg")) == \
+        ["banana.jpg", "orange.jpg", "sub/robin.jpg"]
+    assert cli.main(["classify", str(photos), str(tmp_path / "again")]) == 0  # the copies above are not INPUT
+    assert len(list((tmp_path / "again").rglob("*.jpg"))) == 3

@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision import transforms
 
 from .classifier import Classifier
-from .media.images import list_images
+from .media.inputs import list_images
 from .models import get_spec
 from .models.build import build_model
 from .runtime.precision import calibration_images, median_seconds_each

@@ -16,7 +16,7 @@ from ..errors import ImgclassError
 from ..runtime.base import Job
 from ..media.images import file_ids
 from . import TABLE_SUFFIXES
-from .inputs import ImageRef, is_uri, read_inputs
+from ..media.inputs import ImageList, ImageRef, is_uri, resolve_input
 from .rows import classify_rows
 from .shards import Shards
 from .table import check_output, write_results
@@ -49,7 +49,7 @@ def classify_table(input: str, output: str | Path, classifier: dict | None = Non
 
     Args:
         input: folder, glob, image, ``.txt`` list, or a ``.parquet`` / ``.csv`` / ``.jsonl`` table whose
-            ``path_column`` holds paths or URIs (see ``read_inputs``).
+            ``path_column`` holds paths or URIs (see ``media.inputs.resolve_input``).
         classifier: keyword arguments of ``imgclass.Classifier`` (each Ray actor builds its own from them).
         ray: None: classify here with ``Classifier.classify_files``. Else on Ray Data: "local" starts a
             Ray on this machine; an address (``host:6379``, ``ray://host:10001``, ``auto``) joins a cluster;
@@ -65,7 +65,11 @@ def classify_table(input: str, output: str | Path, classifier: dict | None = Non
         raise ImgclassError(f"{output}: a results table ends in {', '.join(TABLE_SUFFIXES)}")
     if shard_size < 1:
         raise ImgclassError(f"shard size {shard_size}: give 1 or more images")
-    refs = read_inputs(input, path_column)
+    found = resolve_input(input, output, path_column)
+    if not isinstance(found, ImageList):
+        raise ImgclassError(f"{input}: a results table classifies image files; give a folder, glob, list or table "
+                            "of images (a video goes to `imgclass classify VIDEO`)")
+    refs = found.refs
     check_output(output, set() if is_uri(input) else file_ids([input]))
     classifier = dict(classifier or {})
     # On Ray, built here on the CPU too: a bad model fails now, in one line, and the engine cache is

@@ -26,7 +26,7 @@ from ..classifier import Classifier
 from ..errors import ImgclassError, first_line
 from ..runtime.base import Job
 from ..runtime.select import resolve_device
-from .inputs import ImageRef
+from ..media.inputs import ImageRef
 from .rows import classify_rows
 from .table import SCHEMA
 

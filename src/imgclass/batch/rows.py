@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ..classifier import Classifier
 from ..errors import ImgclassError
-from .inputs import ImageRef, local_files
+from ..media.inputs import ImageRef, local_files
 from .table import results_table
 
 

@@ -15,8 +15,8 @@ from . import HelpFormatter, sigterm_stops_like_ctrl_c
 from .classify_table import add_table_arguments, is_table_output, run_table
 from ..classifier import Classifier, result_record
 from ..errors import ImgclassError
-from ..media.images import (VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, is_still_images, list_images,
-                             unquoted_glob_hint)
+from ..media.images import VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, unquoted_glob_hint
+from ..media.inputs import MediaInput, resolve_input
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
 from ..runtime.base import Job
@@ -26,8 +26,9 @@ from ..overlay import draw_overlay, overlay_lines
 
 def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
     p.add_argument("input", metavar="INPUT" if not jetson else "input_URI",
-                   help="image file, directory (natural order) or quoted glob like 'photos/*.jpg'; or a video file, "
-                        "camera (/dev/video0, 0), rtsp://, rtp://@:PORT or http(s):// stream")
+                   help="image file, folder (searched recursively, natural order), quoted glob like 'photos/*.jpg', .txt "
+                        "list of images (one a line), or a .parquet/.csv/.jsonl table's --path-column; or a video "
+                        "file, camera (/dev/video0, 0), rtsp://, rtp://@:PORT or http(s):// stream")
     p.add_argument("output", nargs="?", default=None, metavar="OUTPUT" if not jetson else "output_URI",
                    help="where annotated frames go: an image file, a pattern like out_%%i.jpg, a directory, a video "
                         "file (.mp4 .mkv .avi .mov .webm), rtp://HOST:PORT, rtsp://@:8554/out, or display://0 "
@@ -131,9 +132,10 @@ def format_line(prefix: str, predictions) -> str:
 def run(args) -> int:
     if args.ray is not None or is_table_output(args.output):
         return run_table(args, classifier_options(args))
-    if is_media_run(args.input, args.output):
+    found = resolve_input(args.input, args.output)
+    if isinstance(found, MediaInput) or streams_out(args.output):
         return run_frames(args)
-    paths = list_images(args.input)
+    paths = found.paths
     sink = ImageSink(args.output) if args.output else None
     targets = sink.targets(paths) if sink is not None else [None] * len(paths)  # refusals come before any work
     net = Classifier(**classifier_options(args), job=Job(images=len(paths)))
@@ -160,10 +162,9 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def is_media_run(source: str, output: str | None) -> bool:
-    """Frame by frame through the pipeline unless it is still images in and image files (or nothing) out."""
-    streams_out = output is not None and ("://" in output or Path(output).suffix.lower() in VIDEO_SUFFIXES)
-    return streams_out or not is_still_images(source)
+def streams_out(output: str | None) -> bool:
+    """Whether OUTPUT is a video or a stream: still images then go through the pipeline as frames."""
+    return output is not None and ("://" in output or Path(output).suffix.lower() in VIDEO_SUFFIXES)
 
 
 def run_frames(args) -> int:

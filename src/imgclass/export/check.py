@@ -9,7 +9,7 @@ import torch
 
 from ..data import SPLIT_FILE, decode_images, find_dataset
 from ..errors import ImgclassError
-from ..media.images import list_images
+from ..media.inputs import list_images
 from ..preprocess import Preprocess
 
 MAX_PROB_DIFF = 1e-3  # fp32 ONNX Runtime vs torch differ by ~1e-6; more means a broken export

@@ -1,7 +1,6 @@
-"""Still images: read, write (atomically, through fileio) and expand a file / directory / glob into a file list."""
+"""Still images: read (upright RGB), write (atomically, through fileio, marked as imgclass's) and the sink of annotated copies."""
 from __future__ import annotations
 
-import glob as globlib
 import io
 import os
 import re
@@ -18,6 +17,9 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what media
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 EXIF_SOFTWARE = 0x0131
 ANNOTATED_BY = "imgclass"  # the mark of files imgclass writes (EXIF Software, a video's comment): the only ones it replaces
+# An empty file in each folder of annotated copies: a folder given as INPUT leaves these folders out
+# (one look per folder, where reading every image's EXIF would cost a read per file).
+OUTPUT_FOLDER_MARK = ".imgclass-output"
 
 
 def natural_key(path: str | Path) -> list:
@@ -27,33 +29,6 @@ def natural_key(path: str | Path) -> list:
 
 def is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
-
-
-def list_images(spec: str | Path, recursive: bool = False) -> list[Path]:
-    """Expand an image file, a directory (natural order; with ``recursive``, its subfolders' images
-    too) or a glob into paths.
-
-    Example:
-        >>> list_images("photos/*.jpg")  # doctest: +SKIP
-        [PosixPath('photos/1.jpg'), PosixPath('photos/2.jpg'), PosixPath('photos/10.jpg')]
-    """
-    text = str(spec)
-    path = Path(text).expanduser()
-    if path.is_dir():
-        files = sorted((p for p in (path.rglob("*") if recursive else path.iterdir())
-                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES), key=natural_key)
-        if not files:
-            raise ImgclassError(f"{text}: directory holds no images{' in it or below it' if recursive else ''} "
-                                f"({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return files
-    if path.exists():
-        return [path]
-    if is_glob(text):
-        files = sorted((Path(p) for p in globlib.glob(os.path.expanduser(text)) if Path(p).is_file()), key=natural_key)
-        if not files:
-            raise ImgclassError(f"{text}: no file matches this pattern; check it, and quote it so the shell leaves it alone")
-        return files
-    raise ImgclassError(f"{text}: no such file or directory; check the path")
 
 
 def open_image(path: str | Path | bytes, min_size: int | None = None, name: str = "image") -> Image.Image:
@@ -190,15 +165,6 @@ def is_image_path(spec: str | Path) -> bool:
     return Path(spec).suffix.lower() in IMAGE_SUFFIXES
 
 
-def is_still_images(uri: str) -> bool:
-    """True for an image file, a directory or a glob: what this module reads (the rest is media.sources')."""
-    text = uri.removeprefix("file://")
-    if "://" in text:
-        return False
-    path = Path(text).expanduser()
-    return path.is_dir() or is_image_path(text) or (is_glob(text) and not path.exists())
-
-
 class ImageSink:
     """Write annotated images: one file, a pattern (``out_%i.jpg``, ``out_%04i.png``, ``out_*.jpg``,
     counter from 0) or a directory, where still images keep their names (``photos/cat.jpg`` ->
@@ -270,6 +236,9 @@ class ImageSink:
         if path is None:
             path = self.path(self.count)
             check_replaceable(path, set())
+        if self.directory is not None and self.count == 0:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / OUTPUT_FOLDER_MARK).touch()
         save_image(path, image, self.quality, software=ANNOTATED_BY)
         self.count += 1
         return path

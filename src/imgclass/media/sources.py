@@ -25,7 +25,8 @@ import cv2
 import numpy as np
 
 from ..errors import ImgclassError
-from .images import is_still_images, list_images, open_image
+from .images import open_image
+from .inputs import ImageList, resolve_input
 from .options import SourceOptions, as_fraction
 
 log = logging.getLogger("imgclass.media")
@@ -81,8 +82,9 @@ def open_source(uri: str | int | Path, options: SourceOptions | None = None, **o
     """
     opts = replace(options or SourceOptions(), **overrides)
     text = str(uri)
-    if is_still_images(text):
-        return ImageSource(text.removeprefix("file://"), opts)
+    found = resolve_input(text)
+    if isinstance(found, ImageList):
+        return ImageSource(text, opts, found.paths)
     return AVSource(text, opts)
 
 
@@ -139,9 +141,9 @@ class Source:
 class ImageSource(Source):
     """Image files (one, a directory, a glob) as frames, via ``media.images``; bad files are skipped."""
 
-    def __init__(self, spec: str, options: SourceOptions):
+    def __init__(self, spec: str, options: SourceOptions, paths: list[Path]):
         super().__init__(options)
-        self.name, self.paths = spec, list_images(spec)
+        self.name, self.paths = spec, paths
         self.frame_count = len(self.paths) * (options.loop + 1) if options.loop >= 0 else 0
         self.width, self.height = open_image(self.paths[0]).size if len(self.paths) == 1 else (0, 0)
 

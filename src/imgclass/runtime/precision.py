@@ -24,7 +24,7 @@ import numpy as np
 
 from ..data import decode_images, find_dataset
 from ..errors import ImgclassError, first_line
-from ..media.images import list_images
+from ..media.inputs import list_images
 from ..preprocess import Preprocess
 from .cache import cache_key, engine_path, read_entry, unsealed, warn, write_entry
 
@@ -95,7 +95,7 @@ def calibration_images(calibration: str | Path | None, dataset: str | None) -> l
     """Up to CALIBRATION_IMAGES images spread over ``calibration`` (every image in or below a folder,
     a glob, a file), else over the train images of ``dataset``; [] when there are none."""
     if calibration is not None:
-        paths = list_images(calibration, recursive=True)
+        paths = list_images(calibration)
     elif dataset is not None and Path(dataset).is_dir():
         try:
             paths = [p for p, _ in find_dataset(dataset).train]
