@@ -19,6 +19,7 @@ from ..media.images import (VIDEO_SUFFIXES, ImageSink, check_replaceable, file_i
                              unquoted_glob_hint)
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
+from ..models.jetson import stand_in
 from ..precision import PRECISIONS
 from ..overlay import draw_overlay, overlay_lines
 
@@ -132,6 +133,10 @@ def format_line(prefix: str, predictions) -> str:
 
 
 def run(args) -> int:
+    if args.prefix == "imagenet":  # jetson's imagenet: the tutorial's network and model paths run as typed
+        args.network, args.model, note = stand_in(args.network, args.model, args.weights)
+        if note:
+            print(f"imgclass: note: {note}", file=sys.stderr)
     if args.ray is not None or is_table_output(args.output):
         return run_table(args, classifier_options(args))
     if is_media_run(args.input, args.output):
