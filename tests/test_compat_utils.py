@@ -258,6 +258,7 @@ def test_train_py_alias_takes_jetson_flags(tiny_dataset, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "--momentum 0.9 is not used" in out.stderr and "AdamW" in out.stderr
     assert (tmp_path / "run" / "model_best.pth.tar").is_file() and "best val accuracy" in out.stdout
+    assert out.stdout.strip().endswith(f"next: onnx_export.py --model-dir={tmp_path / 'run'}")  # jetson's next step
     out = run_python("-c", train_py, str(tiny_dataset), "--dataset-type=voc")
     assert out.returncode == 1 and "Traceback" not in out.stderr and "--dataset-type voc" in out.stderr
 
