@@ -1,7 +1,9 @@
 """jetson_utils' image routines on numpy: the Python usage of jetson-inference's docs/aux-image.md
 (allocation, copies, capsules, numpy, color conversion, resize, crop, normalize, overlay, drawing)
 runs unchanged with jetson's results; Log, videoSource/videoOutput.GetOptions, the aliases'
---loop/--log-level, the train.py alias and a split-file ONNX through imageNet."""
+--loop/--log-level, the train.py alias, a split-file ONNX through imageNet, jetson's legacy
+loadImageRGBA/saveImageRGBA (python/examples/cuda-from-numpy.py as published) and
+__cuda_array_interface__."""
 import logging
 import shutil
 import sys
@@ -17,9 +19,10 @@ import jetson_utils
 from imgclass.errors import ImgclassError
 from jetson_utils import (Log, cudaAllocMapped, cudaConvertColor, cudaCrop, cudaDeviceSynchronize, cudaDrawCircle,
                           cudaDrawRect, cudaFromNumpy, cudaImage, cudaMemcpy, cudaNormalize, cudaOverlay, cudaToNumpy,
-                          loadImage, saveImage, videoOutput, videoSource)
+                          loadImage, loadImageRGBA, saveImage, saveImageRGBA, videoOutput, videoSource)
 
 from conftest import run_python
+from imgclass.api import resolve_device
 from test_data import make_images
 from test_train import make_dataset
 
@@ -258,6 +261,7 @@ def test_train_py_alias_takes_jetson_flags(tiny_dataset, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "--momentum 0.9 is not used" in out.stderr and "AdamW" in out.stderr
     assert (tmp_path / "run" / "model_best.pth.tar").is_file() and "best val accuracy" in out.stdout
+    assert out.stdout.strip().endswith(f"next: onnx_export.py --model-dir={tmp_path / 'run'}")  # jetson's next step
     out = run_python("-c", train_py, str(tiny_dataset), "--dataset-type=voc")
     assert out.returncode == 1 and "Traceback" not in out.stderr and "--dataset-type voc" in out.stderr
 
@@ -292,3 +296,121 @@ def test_split_file_onnx_through_image_net(tmp_path):
     argv = [sys.argv[0], f"--model={tmp_path / 'model.onnx'}", f"--labels={tmp_path / 'labels.txt'}",
             "--input_blob=input_0", "--output_blob=output_0"]
     assert imageNet(argv=argv).GetNumClasses() == 2
+
+
+# jetson-utils' python/examples/cuda-from-numpy.py as published (commit fae4b42)
+CUDA_FROM_NUMPY = r'''#!/usr/bin/env python3
+#
+# Copyright (c) 2019, NVIDIA CORPORATION. All rights reserved.
+#
+# Permission is hereby granted, free of charge, to any person obtaining a
+# copy of this software and associated documentation files (the "Software"),
+# to deal in the Software without restriction, including without limitation
+# the rights to use, copy, modify, merge, publish, distribute, sublicense,
+# and/or sell copies of the Software, and to permit persons to whom the
+# Software is furnished to do so, subject to the following conditions:
+#
+# The above copyright notice and this permission notice shall be included in
+# all copies or substantial portions of the Software.
+#
+# THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+# IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+# FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT.  IN NO EVENT SHALL
+# THE AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+# LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING
+# FROM, OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER
+# DEALINGS IN THE SOFTWARE.
+#
+
+import argparse
+import numpy as np
+
+from jetson_utils import cudaFromNumpy, saveImageRGBA
+
+# parse the command line
+parser = argparse.ArgumentParser(description='Copy a test image from numpy to CUDA and save it to disk')
+
+parser.add_argument("--width", type=int, default=512, help="width of the array (in pixels)")
+parser.add_argument("--height", type=int, default=256, help="height of the array (in pixels)")
+parser.add_argument("--depth", type=int, default=4, help="number of color channels in the array (1, 3, or 4)")
+parser.add_argument("--dtype", type=str, default="float32", help="numpy data type: " + " | ".join(sorted({str(key) for key in np.sctypeDict.keys()})))
+parser.add_argument("--filename", type=str, default="images/test/cuda-from-numpy.jpg", help="filename of the output test image")
+
+opt = parser.parse_args()
+
+
+# create numpy ndarray
+array = np.ndarray(shape=(opt.height, opt.width, opt.depth), dtype=np.dtype(opt.dtype))
+
+print('numpy array shape:  ' + str(array.shape))
+print('numpy array dtype:  ' + str(array.dtype))
+
+# fill array with test colors
+for y in range(opt.height):
+	for x in range(opt.width):
+		px = [ 0, float(x) / float(opt.width) * 255, float(y) / float(opt.height) * 255, 255]
+		
+		if opt.depth == 1:
+			px = [ px[0] * 0.2989 + px[1] * 0.5870 + px[2] * 0.1140 ];
+		elif opt.depth == 3:
+			px.pop()
+
+		array[y, x] = px
+
+# copy to CUDA memory
+cuda_mem = cudaFromNumpy(array)
+print(cuda_mem)
+
+# save as image
+saveImageRGBA(opt.filename, cuda_mem, opt.width, opt.height)
+print("saved {:d}x{:d} test image to '{:s}'".format(opt.width, opt.height, opt.filename))
+
+'''
+
+
+def test_cuda_from_numpy_runs_unchanged(tmp_path):
+    script = tmp_path / "cuda-from-numpy.py"
+    script.write_text(CUDA_FROM_NUMPY)
+    out = run_python(script, "--width=64", "--height=32", f"--filename={tmp_path / 'test.png'}")
+    assert out.returncode == 0, out.stderr
+    assert "-- format:   rgba32f" in out.stdout and out.stdout.strip().endswith(f"saved 64x32 test image to "
+                                                                               f"'{tmp_path / 'test.png'}'")
+    saved = pixels(loadImage(str(tmp_path / "test.png")))
+    assert saved.shape == (32, 64, 3) and (saved[..., 0] == 0).all()  # red 0, green along x, blue along y
+    assert saved[0, 32, 1] == int(32 / 64 * 255) and saved[16, 0, 2] == int(16 / 32 * 255)
+
+
+def test_legacy_rgba_images_round_trip(tmp_path, images_dir):
+    img, width, height = loadImageRGBA(str(images_dir / "orange_0.jpg"), timestamp=7)
+    assert img.format == "rgba32f" and (width, height) == (img.width, img.height) and img.timestamp == 7
+    assert (pixels(img)[..., :3] == pixels(loadImage(str(images_dir / "orange_0.jpg")))).all()
+    saveImageRGBA(str(tmp_path / "a.png"), img, width, height)
+    assert (pixels(loadImageRGBA(str(tmp_path / "a.png"))[0]) == pixels(img)).all()
+    saveImageRGBA(str(tmp_path / "b.png"), np.divide(img, 255).astype(np.float32), max_pixel=1.0)  # 0..1 pixels
+    assert np.abs(pixels(loadImageRGBA(str(tmp_path / "b.png"))[0]) - pixels(img)).max() <= 1
+    memory = cudaAllocMapped(width * height * 16)  # jetson's cudaMemory: float4 pixels, sized by width and height
+    memory.view(np.float32)[:] = np.asarray(img).reshape(-1)
+    saveImageRGBA(str(tmp_path / "c.png"), memory, width, height)
+    assert (pixels(loadImageRGBA(str(tmp_path / "c.png"))[0]) == pixels(img)).all()
+    with pytest.raises(ImgclassError, match="not a 4x4 float4 RGBA image"):
+        saveImageRGBA(str(tmp_path / "d.png"), memory, 4, 4)
+
+
+@pytest.mark.skipif(resolve_device("auto") == "cuda", reason="on a CUDA device the image maps into GPU memory")
+def test_cuda_array_interface_says_why_it_is_absent():
+    img = cudaAllocMapped(width=4, height=2, format="rgb32f")  # python/examples/cuda-array-interface.py
+    assert not hasattr(img, "__cuda_array_interface__")  # CuPy, Numba and torch take it as a host array
+    with pytest.raises(AttributeError, match="no CUDA device, and imgclass keeps images in host memory") as e:
+        img.__cuda_array_interface__
+    assert isinstance(e.value, ImgclassError)  # an escaped error is one line in a script
+
+
+@pytest.mark.skipif(resolve_device("auto") != "cuda", reason="needs a CUDA device")
+def test_cuda_array_interface_shares_the_memory_with_the_gpu():
+    import torch
+
+    img = cudaAllocMapped(width=4, height=2, format="rgb32f")
+    on_gpu = torch.as_tensor(img, device="cuda")  # read through __cuda_array_interface__, no copy
+    on_gpu += 1
+    torch.cuda.synchronize()
+    assert on_gpu.is_cuda and (pixels(img) == 1).all() and img.__cuda_array_interface__["typestr"] == "<f4"

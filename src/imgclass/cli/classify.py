@@ -19,6 +19,7 @@ from ..media.images import VIDEO_SUFFIXES, ImageSink, check_replaceable, file_id
 from ..media.inputs import MediaInput, resolve_input
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
+from ..models.jetson import stand_in
 from ..runtime.base import Job
 from ..runtime.select import AUTO_CUDA_FROM, DEVICES, PRECISIONS
 from ..overlay import draw_overlay, overlay_lines
@@ -130,6 +131,10 @@ def format_line(prefix: str, predictions) -> str:
 
 
 def run(args) -> int:
+    if args.prefix == "imagenet":  # jetson's imagenet: the tutorial's network and model paths run as typed
+        args.network, args.model, note = stand_in(args.network, args.model, args.weights)
+        if note:
+            print(f"imgclass: note: {note}", file=sys.stderr)
     if args.ray is not None or is_table_output(args.output):
         return run_table(args, classifier_options(args))
     found = resolve_input(args.input, args.output)

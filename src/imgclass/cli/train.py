@@ -62,7 +62,7 @@ def add_parser(sub) -> None:
                    help="train in N processes on this machine, one per GPU (NCCL; on CPUs gloo), through torchrun; "
                         "--batch-size stays the total per step, so the result matches one process "
                         "(`torchrun -m imgclass train ...` works too, across machines)")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, jetson=False)
 
 
 def run(args) -> int:
@@ -105,8 +105,13 @@ def run(args) -> int:
     stages = ", ".join(f"{stage} {acc:.2f}%" for stage, acc in summary["stages"].items())
     print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}) "
           f"in {summary['seconds']:.0f} s; model in {cfg.model_dir}/{BEST}; "
-          f"next: imgclass export --model-dir {cfg.model_dir}")
+          f"next: {export_command(cfg.model_dir, args.jetson)}")
     return 0
+
+
+def export_command(model_dir: str, jetson: bool) -> str:
+    """The command that exports the run: jetson's ``onnx_export.py`` for a run started as ``train.py``."""
+    return f"onnx_export.py --model-dir={model_dir}" if jetson else f"imgclass export --model-dir {model_dir}"
 
 
 def resume_hint(cfg: TrainConfig, resume: str | None, since: float, nproc: int | None) -> str:
@@ -162,7 +167,7 @@ def jetson_parser() -> argparse.ArgumentParser:
                    help="folder: DATA/train/<class>/*, DATA/val/<class>/* (the only kind imgclass trains on)")
     g.add_argument("-p", "--print-freq", type=int, default=None,
                    help="accepted; imgclass shows a progress bar per epoch instead of a line every N batches")
-    p.set_defaults(func=run_jetson)
+    p.set_defaults(func=run_jetson, jetson=True)
     return p
 
 

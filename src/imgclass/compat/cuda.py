@@ -9,6 +9,10 @@ the memory is shared with numpy as on a Jetson's mapped (ZeroCopy) memory. Forma
 0..255 like jetson's. Jetson's camera-internal YUV and Bayer formats are not kept as images here
 (imgclass's sources decode to RGB), so asking for one is a clear error.
 
+Where there is a CUDA device, ``img.__cuda_array_interface__`` hands the same memory to CuPy, Numba,
+PyTorch or PyCUDA: it is registered with CUDA as mapped (page-locked, zero-copy) memory, as jetson's
+``cudaAllocMapped`` memory is. Without one the attribute is absent, with a message saying why.
+
 Example:
     >>> img = cudaImage(width=4, height=2, format="rgba32f")
     >>> img.shape, img.format
@@ -16,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import cv2
@@ -140,12 +145,71 @@ class cudaImage(np.ndarray):
     def mapped(self) -> bool:
         return True
 
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        """The image as a CUDA array (CuPy, Numba, PyTorch, PyCUDA take it), over the very memory numpy sees.
+
+        Raises:
+            NoDeviceMemory: no CUDA device here, or CUDA refused to map the memory.
+        """
+        _map_for_cuda(self)
+        # registered host memory has the same address on the device (64-bit hosts: unified addressing)
+        return {"shape": self.shape, "typestr": self.dtype.str, "data": (self.ctypes.data, False),
+                "strides": None if self.flags.c_contiguous else self.strides, "version": 3}
+
     def __str__(self) -> str:
         if self.ndim != 3:  # reshaped by numpy: no longer an image
             return super().__str__()
         return (f"<cudaImage object>\n   -- ptr:      {hex(self.ptr)}\n   -- size:     {self.nbytes}\n"
                 f"   -- width:    {self.width}\n   -- height:   {self.height}\n   -- channels: {self.channels}\n"
                 f"   -- format:   {self.format}\n   -- timestamp: {self.timestamp / 1e9:f}\n   -- mapped:   true\n")
+
+
+class NoDeviceMemory(ImgclassError, AttributeError):
+    """Why a cudaImage has no ``__cuda_array_interface__``: an AttributeError, so that libraries that look
+    for the attribute (torch.as_tensor, CuPy, Numba) take the image as the host array it is."""
+
+
+_HOST_REGISTER_MAPPED = 0x02  # cudaHostRegisterMapped: page-locked host memory that the GPU reads and writes
+# id of each array whose memory is registered with CUDA -> its finalizer, which unregisters it
+_registered: dict[int, weakref.finalize] = {}
+
+
+def _map_for_cuda(image: np.ndarray) -> None:
+    """Register the memory under ``image`` with CUDA as mapped memory, once per buffer, until the array
+    that holds it is freed (as a Jetson's cudaAllocMapped memory, the GPU then works on numpy's pixels).
+
+    Raises:
+        NoDeviceMemory: no CUDA device here, or CUDA refused.
+    """
+    from ..api import resolve_device
+
+    if resolve_device("auto") != "cuda":
+        raise NoDeviceMemory("cudaImage has no __cuda_array_interface__ here: no CUDA device, and imgclass keeps "
+                             "images in host memory; use the image as a numpy array (np.asarray(img) or "
+                             "cudaToNumpy(img))")
+    holder = image
+    while isinstance(holder.base, np.ndarray):  # views share their base's buffer: register it whole, once
+        holder = holder.base
+    if id(holder) in _registered:
+        return
+    import torch
+
+    cudart = torch.cuda.cudart()
+    error = cudart.cudaHostRegister(holder.ctypes.data, holder.nbytes, _HOST_REGISTER_MAPPED)
+    if error != cudart.cudaError.success:
+        raise NoDeviceMemory(f"cudaImage.__cuda_array_interface__: CUDA could not map the image's host memory "
+                             f"({cudart.cudaGetErrorString(error)}); copy it to the GPU instead "
+                             "(torch.from_numpy(np.asarray(img)).cuda())")
+    _registered[id(holder)] = weakref.finalize(holder, _unmap, id(holder), holder.ctypes.data)
+
+
+def _unmap(key: int, address: int) -> None:
+    """Unregister freed memory from CUDA (numpy runs this before it frees the buffer)."""
+    import torch
+
+    del _registered[key]
+    torch.cuda.cudart().cudaHostUnregister(address)
 
 
 def _fits(format: str, array: np.ndarray) -> bool:

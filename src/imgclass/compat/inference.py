@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from ..classifier import Classifier
 from ..flags import jetson_argv
 from ..models import DEFAULT_NETWORK
+from ..models.jetson import stand_in
 from .cuda import rgb8
 
 __all__ = ["imageNet"]
@@ -23,8 +25,10 @@ __all__ = ["imageNet"]
 class imageNet:
     """jetson's imageNet: ``imageNet(network, argv)`` or ``imageNet(model=, labels=, input_blob=, output_blob=)``.
 
-    A network with no weights on this machine (jetson's default googlenet, say) raises one clear
-    line naming the networks that are installed; ``imageNet()`` with no name uses imgclass's default.
+    A network with no weights on this machine (jetson's default googlenet, say) runs as the installed
+    network closest to it in ImageNet top-1, and a missing ``model`` file as the one exported model
+    in its folder, each with a one-line note on stderr; ``imageNet()`` with no name uses imgclass's
+    default.
     """
 
     def __init__(self, network: str | None = None, argv: list[str] | None = None, model: str | None = None,
@@ -33,7 +37,10 @@ class imageNet:
             opts, _unknown = _argv_parser().parse_known_args(jetson_argv(list(argv[1:])))
             network, model = opts.network or network, opts.model or model
             labels, input_blob, output_blob = opts.labels or labels, opts.input_blob or input_blob, opts.output_blob or output_blob
-        self._net = Classifier(network or DEFAULT_NETWORK if model is None else None, model=model, labels=labels,
+        network, model, note = stand_in(network or DEFAULT_NETWORK, model)
+        if note:
+            print(f"imgclass: note: {note}", file=sys.stderr)
+        self._net = Classifier(network if model is None else None, model=model, labels=labels,
                                input_blob=input_blob, output_blob=output_blob)
         self._threshold, self._seconds = 0.01, 0.0
 

@@ -1,4 +1,5 @@
-"""jetson_utils: images (``loadImage``, ``saveImage``, the CUDA image routines of ``compat.cuda``),
+"""jetson_utils: images (``loadImage``, ``saveImage``, the legacy ``loadImageRGBA`` / ``saveImageRGBA``,
+the CUDA image routines of ``compat.cuda``),
 ``cudaFont``, ``Log``, ``videoSource`` / ``videoOutput``.
 
 Images are numpy arrays (HxWxC) with jetson's ``width``/``height``/``channels``/``format``
@@ -17,10 +18,11 @@ from ..media.images import load_image, save_image
 from ..overlay import _font
 from .cuda import *  # noqa: F401,F403  (jetson_utils exports them all at top level)
 from .cuda import __all__ as _cuda_all
-from .cuda import convert, cudaImage, rgb8, wrap
+from .cuda import as_image, convert, cudaImage, rgb8, wrap
 from .video import videoOutput, videoSource
 
-__all__ = ["Log", "loadImage", "saveImage", "cudaFont", "videoSource", "videoOutput", *_cuda_all]
+__all__ = ["Log", "loadImage", "saveImage", "loadImageRGBA", "saveImageRGBA", "cudaFont", "videoSource", "videoOutput",
+           *_cuda_all]
 
 
 class Log:
@@ -75,14 +77,49 @@ class Log:
         return f"logging arguments:\n  --log-level=LEVEL  message output threshold: {', '.join(LOG_LEVELS)} (default: info)\n"
 
 
-def loadImage(filename: str, format: str = "rgb8") -> cudaImage:
+def loadImage(filename: str, format: str = "rgb8", timestamp: int = 0) -> cudaImage:
     """Load an image file (jetson's ``loadImage``) in ``format``: rgb8 (default), rgba8, rgb32f, rgba32f, ..."""
-    return wrap(np.ascontiguousarray(convert(load_image(filename), "rgb8", format.lower())), format.lower())
+    return wrap(np.ascontiguousarray(convert(load_image(filename), "rgb8", format.lower())), format.lower(),
+                int(timestamp))
+
+
+def loadImageRGBA(filename: str, format: str = "rgba32f", timestamp: int = 0) -> tuple[cudaImage, int, int]:
+    """jetson's legacy ``loadImageRGBA``: ``(image, width, height)``, the image in ``format`` (default rgba32f)."""
+    image = loadImage(filename, format, timestamp)
+    return image, image.width, image.height
 
 
 def saveImage(filename: str, image, quality: int = 95) -> None:
     """Save an image of any format (jetson's ``saveImage``); atomic, file type from the suffix."""
     save_image(filename, rgb8(image), quality)
+
+
+def saveImageRGBA(filename: str, image, width: int = 0, height: int = 0, max_pixel: float = 255.0,
+                  quality: int = 95) -> None:
+    """jetson's legacy ``saveImageRGBA``: save an image whose float pixels span 0..``max_pixel`` (1.0 for
+    0..1 images; 8-bit pixels are saved as they are).
+
+    A cudaImage carries its own size and format, so ``width`` and ``height`` go unused, as in jetson;
+    they size a block from ``cudaAllocMapped(size=...)``, read as float4 RGBA (jetson's cudaMemory case).
+    """
+    if max_pixel <= 0:
+        raise ImgclassError(f"saveImageRGBA: max_pixel {max_pixel:g}: give the largest pixel value, above 0 "
+                            "(255 for 0..255 images, 1.0 for 0..1)")
+    if isinstance(image, np.ndarray) and image.ndim == 1:
+        image = _float4_image(image, width, height)
+    image = as_image(image, "saveImageRGBA")
+    if image.dtype == np.float32 and max_pixel != 255:
+        image = wrap(np.asarray(image) * np.float32(255 / max_pixel), image.format)
+    saveImage(filename, image, quality)
+
+
+def _float4_image(memory: np.ndarray, width: int, height: int) -> cudaImage:
+    """A flat block of bytes (jetson's cudaMemory) as the ``width`` x ``height`` rgba32f image it holds."""
+    needed = int(width) * int(height) * 16
+    if needed <= 0 or memory.nbytes != needed:
+        raise ImgclassError(f"saveImageRGBA: a block of {memory.nbytes} bytes is not a {width}x{height} float4 RGBA "
+                            f"image ({max(needed, 0)} bytes); pass the image's width and height, or a cudaImage")
+    return wrap(memory.view(np.float32).reshape(int(height), int(width), 4), "rgba32f")
 
 
 class cudaFont:
