@@ -155,6 +155,8 @@ def test_an_engine_that_decodes_files_serves_every_file_route(classifier, large_
     probs[7] = 0.9
 
     class FileDecodingEngine:
+        decodes_files = True  # declared, as the Engine protocol asks (runtime/base.py)
+
         def __init__(self, engine):
             self.run = engine.run
 
