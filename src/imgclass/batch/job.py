@@ -5,13 +5,14 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import pyarrow as pa
 
 from ..classifier import Classifier
+from ..config import ClassifierConfig
 from ..errors import ImgclassError
 from ..runtime.base import Job
 from ..media.images import file_ids
@@ -37,7 +38,7 @@ class TableSummary:
     errors: list[str] = field(default_factory=list)  # the error column's messages, in order
 
 
-def classify_table(input: str, output: str | Path, classifier: dict | None = None, *, topk: int = 1,
+def classify_table(input: str, output: str | Path, classifier: ClassifierConfig | dict | None = None, *, topk: int = 1,
                    threshold: float = 0.0, batch_size: int = 8, path_column: str = "path",
                    shard_size: int = DEFAULT_SHARD_SIZE, ray: str | None = None, ray_actors: int | None = None,
                    on_progress: Callable[[int], None] | None = None) -> TableSummary:
@@ -50,7 +51,8 @@ def classify_table(input: str, output: str | Path, classifier: dict | None = Non
     Args:
         input: folder, glob, image, ``.txt`` list, or a ``.parquet`` / ``.csv`` / ``.jsonl`` table whose
             ``path_column`` holds paths or URIs (see ``media.inputs.resolve_input``).
-        classifier: keyword arguments of ``imgclass.Classifier`` (each Ray actor builds its own from them).
+        classifier: the Classifier's settings (a ``ClassifierConfig``, or its fields as a dict); each Ray
+            actor builds its own Classifier from them.
         ray: None: classify here with ``Classifier.classify_files``. Else on Ray Data: "local" starts a
             Ray on this machine; an address (``host:6379``, ``ray://host:10001``, ``auto``) joins a cluster;
             a caller that has already called ``ray.init`` keeps its connection.
@@ -71,10 +73,10 @@ def classify_table(input: str, output: str | Path, classifier: dict | None = Non
                             "of images (a video goes to `imgclass classify VIDEO`)")
     refs = found.refs
     check_output(output, set() if is_uri(input) else file_ids([input]))
-    classifier = dict(classifier or {})
+    classifier = classifier if isinstance(classifier, ClassifierConfig) else ClassifierConfig(**(classifier or {}))
     # On Ray, built here on the CPU too: a bad model fails now, in one line, and the engine cache is
     # warm for the actors.
-    net = Classifier(**{**classifier, "device": "cpu"}) if ray is not None else Classifier(**classifier, job=Job(images=len(refs)))
+    net = Classifier(**(replace(classifier, device="cpu") if ray is not None else classifier).options(), job=Job(images=len(refs)))
     about = {"network": net.network_name, "topk": topk, "threshold": threshold}
     shards = Shards(output, fingerprint(refs, classifier, about), len(refs))
     resumed, todo, start = shards.finished, shards.pending(shard_size), time.perf_counter()
@@ -97,7 +99,7 @@ def classify_table(input: str, output: str | Path, classifier: dict | None = Non
     return TableSummary(output, len(refs), resumed, seconds, about["network"], where, errors)
 
 
-def fingerprint(refs: Sequence[ImageRef], classifier: dict, about: dict) -> str:
+def fingerprint(refs: Sequence[ImageRef], classifier: ClassifierConfig, about: dict) -> str:
     """What makes two runs' rows interchangeable: the image list and every setting that changes a result,
     the model, labels and weights files' size and time included (a retrained model.onnx is another)."""
     def stat(path) -> list | None:
@@ -108,8 +110,8 @@ def fingerprint(refs: Sequence[ImageRef], classifier: dict, about: dict) -> str:
         return [st.st_size, st.st_mtime_ns]
 
     job = {"sources": [r.source for r in refs], "about": about,
-           "classifier": {k: str(v) for k, v in sorted(classifier.items()) if k not in ("threads",)},
-           "files": {k: stat(classifier.get(k)) for k in ("model", "labels", "weights") if classifier.get(k)}}
+           "classifier": {k: str(v) for k, v in sorted(classifier.options().items()) if k != "threads" and v is not None},
+           "files": {k: stat(getattr(classifier, k)) for k in ("model", "labels", "weights") if getattr(classifier, k)}}
     return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
 
 

@@ -17,12 +17,14 @@ import logging
 import re
 import socket
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from ..classifier import Classifier
+from ..config import ClassifierConfig
 from ..errors import ImgclassError, first_line
 from ..runtime.base import Job
 from ..runtime.select import resolve_device
@@ -37,14 +39,14 @@ class ClassifyActor:
     """The ``map_batches`` callable: one Classifier per actor, classifying a batch of (row, name, source)
     into results rows plus their ``row`` and the ``node`` that did them."""
 
-    def __init__(self, classifier: dict, topk: int, threshold: float, batch_size: int):
+    def __init__(self, classifier: ClassifierConfig, topk: int, threshold: float, batch_size: int):
         import ray
 
         self.node = ray.get_runtime_context().get_node_id()
         self.topk, self.threshold, self.batch_size = topk, threshold, batch_size
-        self.workers = classifier.get("threads") or 1  # decoding threads: as many CPUs as the actor holds
+        self.workers = classifier.threads or 1  # decoding threads: as many CPUs as the actor holds
         try:
-            self.net = Classifier(**classifier)
+            self.net = Classifier(**classifier.options())
         except ImgclassError as e:
             # Raised from __call__ instead: Ray retries a failed actor start for ever, and a failed call
             # reaches the driver with this error as its cause.
@@ -64,12 +66,12 @@ class RayJob:
     Args:
         address: "local" (a Ray started here), or a cluster's address; a process already connected
             (``ray.init``) keeps its connection.
-        classifier: ``Classifier`` keyword arguments; ``threads`` is per actor, ``device`` "auto" means
+        classifier: the Classifier's settings; ``threads`` is per actor, ``device`` "auto" means
             the GPUs when the cluster has any.
         actors: how many (default: ``actor_plan``'s).
     """
 
-    def __init__(self, address: str, classifier: dict, *, topk: int, threshold: float, batch_size: int,
+    def __init__(self, address: str, classifier: ClassifierConfig, *, topk: int, threshold: float, batch_size: int,
                  actors: int | None = None):
         if actors is not None and actors < 1:
             raise ImgclassError(f"--ray-actors {actors}: give 1 or more")
@@ -87,8 +89,8 @@ class RayJob:
         if not todo:
             return
         with ray_session(self.address) as ray, data_context(ray):
-            device, threads, self.actors, resources = actor_plan(ray, self.classifier.get("device", "auto"),
-                                                                 self.classifier.get("threads"), self.actors)
+            device, threads, self.actors, resources = actor_plan(ray, self.classifier.device, self.classifier.threads,
+                                                                 self.actors)
             rows = [{"row": i, "name": refs[i].name, "source": refs[i].source} for a, b in todo for i in range(a, b)]
             # One actor call per block, of a few inference batches (decode overlaps inference inside it), and
             # a block for every actor however few the images. (from_items builds the blocks here; from_arrow
@@ -96,7 +98,7 @@ class RayJob:
             blocks = max(-(-len(rows) // (self.batch_size * 8)), min(len(rows), self.actors))
             dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
                 ClassifyActor, batch_size=None, batch_format="pyarrow",
-                fn_constructor_kwargs={"classifier": {**self.classifier, "device": device, "threads": threads},
+                fn_constructor_kwargs={"classifier": replace(self.classifier, device=device, threads=threads),
                                        "topk": self.topk, "threshold": self.threshold, "batch_size": self.batch_size},
                 compute=ray.data.ActorPoolStrategy(size=self.actors), **resources)
             try:

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from . import HelpFormatter, sigterm_stops_like_ctrl_c
 from .classify_table import add_table_arguments, is_table_output, run_table
 from ..classifier import Classifier, result_record
+from ..config import ClassifierConfig, check_threshold, check_topk
 from ..errors import ImgclassError
 from ..media.images import VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, unquoted_glob_hint
 from ..media.inputs import MediaInput, resolve_input
@@ -46,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Which network or ONNX model, and where it runs: the flags ``classifier_options`` reads."""
+    """Which network or ONNX model, and where it runs: the flags of ``config.ClassifierConfig``."""
     p.add_argument("--network", default=DEFAULT_NETWORK, help="registry network (see `imgclass models`)")
     p.add_argument("--model", default=None, help="your own ONNX model instead of --network (labels from its metadata)")
     p.add_argument("--labels", default=None, help="labels file, one class per line (overrides the model's)")
@@ -78,25 +79,20 @@ def add_result_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def class_count(text: str) -> int:
-    """argparse type of --topk: a whole number, 1 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} classes: give 1 or more")
-    return value
+    """argparse type of --topk (``config.check_topk``)."""
+    return _argparse_type(check_topk, text)
 
 
 def confidence(text: str) -> float:
-    """argparse type of --threshold: a confidence from 0 to 1, as jetson's imageNet takes it (not percent)."""
+    """argparse type of --threshold (``config.check_threshold``)."""
+    return _argparse_type(check_threshold, text)
+
+
+def _argparse_type(check, text: str):
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if not 0 <= value <= 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"{text} is outside 0..1; it is a confidence, not a percentage (0.05: 5%)")
-    return value
+        return check(text)
+    except ImgclassError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(sub) -> None:
@@ -116,13 +112,6 @@ def jetson_parser() -> argparse.ArgumentParser:
     return p
 
 
-def classifier_options(args) -> dict:
-    """``Classifier`` keyword arguments from the flags of ``add_model_arguments``."""
-    return dict(network=args.network, model=args.model, labels=args.labels, input_blob=args.input_blob,
-                output_blob=args.output_blob, weights=args.weights, resize=args.resize, threads=args.threads,
-                device=args.device, precision=args.precision, calibration=args.calibration)
-
-
 def format_line(prefix: str, predictions) -> str:
     """jetson's console line: ``imagenet:  97.31% class #950 (orange)``, top-k joined with ``;``."""
     if not predictions:
@@ -136,14 +125,14 @@ def run(args) -> int:
         if note:
             print(f"imgclass: note: {note}", file=sys.stderr)
     if args.ray is not None or is_table_output(args.output):
-        return run_table(args, classifier_options(args))
+        return run_table(args, ClassifierConfig.from_args(args))
     found = resolve_input(args.input, args.output)
     if isinstance(found, MediaInput) or streams_out(args.output):
         return run_frames(args)
     paths = found.paths
     sink = ImageSink(args.output) if args.output else None
     targets = sink.targets(paths) if sink is not None else [None] * len(paths)  # refusals come before any work
-    net = Classifier(**classifier_options(args), job=Job(images=len(paths)))
+    net = Classifier(**ClassifierConfig.from_args(args).options(), job=Job(images=len(paths)))
     start, failed = time.perf_counter(), 0
     results = net.classify_files(paths, args.topk, args.threshold, args.batch_size, keep_images=sink is not None)
     for (path, preds, image), target in zip(tqdm(results, total=len(paths), unit="img", file=sys.stderr, leave=False,
@@ -189,7 +178,7 @@ def run_frames(args) -> int:
         output = "display://0"  # jetson shows video in a window when there is a screen
     with sigterm_stops_like_ctrl_c() as terminated, open_source(args.input, source_options(args)) as source, \
             open_sink(output, sink_options(args), frame_rate=source.rate) as sink:
-        net = Classifier(**classifier_options(args), job=Job(stream=True))
+        net = Classifier(**ClassifierConfig.from_args(args).options(), job=Job(stream=True))
         bar = tqdm(total=args.max_frames or source.frame_count or None, unit="frame", disable=None, file=sys.stderr, leave=False)
 
         def on_result(r) -> None:

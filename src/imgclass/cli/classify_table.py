@@ -10,6 +10,7 @@ from tqdm import tqdm
 
 from . import sigterm_stops_like_ctrl_c
 from ..batch import TABLE_SUFFIXES, is_table_output
+from ..config import ClassifierConfig
 from ..errors import ImgclassError
 
 SHOWN_ERRORS = 20  # the rest are in the table's error column
@@ -33,7 +34,7 @@ def add_table_arguments(p: argparse.ArgumentParser) -> None:
                         "does only the parts not done")
 
 
-def run_table(args, classifier: dict) -> int:
+def run_table(args, classifier: ClassifierConfig) -> int:
     """Classify into the results table ``args.output``; print the skipped images and a summary."""
     if not is_table_output(args.output):
         raise ImgclassError(f"--ray writes a results table: give an OUTPUT ending in {', '.join(TABLE_SUFFIXES)}")

@@ -6,11 +6,13 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import replace
 
 from . import HelpFormatter
 from ..classifier import Classifier
+from ..config import ClassifierConfig
 from ..errors import ImgclassError
-from .classify import add_model_arguments, add_result_arguments, classifier_options
+from .classify import add_model_arguments, add_result_arguments
 
 SERVE_PORT = 8000  # KServe's and Triton's HTTP port
 
@@ -63,7 +65,8 @@ def run(args) -> int:
     sock = listen(args.host, args.port)  # before the model loads: a taken port fails at once
     # Each replica gets its share of the cores: ONNX Runtime would otherwise give every one all of them.
     threads = max(1, (args.threads or os.cpu_count() or 1) // args.workers)
-    nets = [Classifier(**{**classifier_options(args), "threads": threads}) for _ in range(args.workers)]
+    config = replace(ClassifierConfig.from_args(args), threads=threads)
+    nets = [Classifier(**config.options()) for _ in range(args.workers)]
     app = create_app(nets, settings)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
