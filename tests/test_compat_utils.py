@@ -22,7 +22,7 @@ from jetson_utils import (Log, cudaAllocMapped, cudaConvertColor, cudaCrop, cuda
                           loadImage, loadImageRGBA, saveImage, saveImageRGBA, videoOutput, videoSource)
 
 from conftest import run_python
-from imgclass.api import resolve_device
+from imgclass.runtime.select import resolve_device
 from test_data import make_images
 from test_train import make_dataset
 
