@@ -22,14 +22,13 @@ from imgclass.runtime.select import AUTO_CUDA_FROM, resolve_device, select_engin
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 LIGHT_MODULES = ["imgclass.flags", "imgclass.parallel", "imgclass.preprocess", "imgclass.classifier",
                  "imgclass.runtime.base", "imgclass.runtime.select", "imgclass.serve.oip", "imgclass.fileio",
-                 "imgclass.models.resolve", "imgclass.media.decode"]
+                 "imgclass.models.resolve", "imgclass.media.decode", "imgclass.media.inputs", "imgclass.config"]
 
 
-def test_the_tier_imports_no_torch():
+def test_the_tier_imports_no_torch(torch_before):
     for name in LIGHT_MODULES:
         importlib.import_module(name)
-    from conftest import TORCH_BEFORE
-    if TORCH_BEFORE:
+    if torch_before:
         pytest.skip("another tier imported torch first; run `pytest tests/unit` alone to check")
     assert "torch" not in sys.modules
 
