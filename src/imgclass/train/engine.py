@@ -29,7 +29,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +37,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..runtime.select import resolve_device
-from ..data import SPLIT_FILE, check_dataset, count_table, decode_images, find_dataset, write_split
+from ..data import SPLIT_FILE, Dataset, Images, check_dataset, count_table, decode_images, find_dataset, write_split
 from ..errors import ImgclassError
 from ..fileio import atomic_write
-from ..models import get_spec
+from ..models import ModelSpec, get_spec
 from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
+from ..runtime.select import resolve_device
 from . import report
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
@@ -51,6 +51,8 @@ from .distributed import (World, all_sum, barrier, broadcast_module, data_parall
                           quiet_unless_main, setup, shard, teardown)
 from .head import choose_l2, fit_head, head_prior
 from .parts import Parts, split_model, trainable_tail_parameters
+
+Prior = tuple[torch.Tensor | None, torch.Tensor | None]  # the pretrained 1000-way classifier's (weight, bias), if any
 
 
 def log(message: str) -> None:
@@ -229,131 +231,53 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
 
 
 def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
-    """``train`` as one of ``world``'s processes."""
+    """``train`` as one of ``world``'s processes: data -> features -> head -> fine-tune -> report."""
     started = time.perf_counter()
-    state = load_checkpoint(resume) if resume is not None else None
-    if state is not None:
-        check_resumable(state, cfg, resume)
-    device = world.device
+    run = start_run(cfg, world, resume)
+    ds, train_images, val_images = prepare_data(run)
+    model, parts, prior = prepare_model(run, len(ds.classes))
+    features = cache_features(run, parts, train_images, val_images)
+    record = start_record(run, ds)
+    if run.checkpoint is None:  # a resumed run's checkpoint holds its head fit (epoch 0) already
+        finish_epoch(run, record, model, fit_head_stage(parts, features, ds.classes, prior, world), {}, 0)
+    finetune(run, record, model, parts, features, start_epoch)
+    return report_best(run, record, model, parts, features, ds, started)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every step of a run reads and none changes.
+
+    Attributes:
+        cfg: the run's settings.
+        world: this process's place among the training processes.
+        model_dir: where the run's files go.
+        spec: the network.
+        preprocess: the network's preprocessing, at the run's resolution.
+        resume: the checkpoint resumed from (for messages), or None.
+        checkpoint: its state (checked by ``check_resumable``), or None for a new run.
+    """
+
+    cfg: TrainConfig
+    world: World
+    model_dir: Path
+    spec: ModelSpec
+    preprocess: Preprocess
+    resume: str | Path | None
+    checkpoint: dict | None
+
+
+def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
+    """Load and check the checkpoint to resume, make the model folder (rank 0), and look up the network."""
+    checkpoint = load_checkpoint(resume) if resume is not None else None
+    if checkpoint is not None:
+        check_resumable(checkpoint, cfg, resume)
     model_dir = Path(cfg.model_dir)
     if world.main:
         model_dir.mkdir(parents=True, exist_ok=True)
     spec = get_spec(cfg.arch)
     preprocess = replace(spec.preprocess, size=cfg.resolution) if cfg.resolution else spec.preprocess
-
-    ds = find_dataset(cfg.dataset, cfg.val_split, split_file=model_dir / SPLIT_FILE)
-    if state is not None and state["classes"] != ds.classes:
-        raise ImgclassError(f"{resume} was trained on classes {state['classes']}, the dataset has {ds.classes}; "
-                            "resume with the same dataset")
-    decode_on = str(device) if device.type == "cuda" else "cpu"
-    train_images, bad_train = decode_images(ds.train, preprocess, cfg.workers, "decode train", decode_on)
-    val_images, bad_val = decode_images(ds.val, preprocess, cfg.workers, "decode val", decode_on)
-    for warning in check_dataset(ds.classes, train_images, val_images, ds.skipped + bad_train + bad_val) + ds.warnings:
-        log(f"imgclass: warning: {warning}")
-    log(count_table(ds.classes, train_images, val_images))
-    if world.main:
-        atomic_write(model_dir / "labels.txt", lambda tmp: Path(tmp).write_text("\n".join(ds.classes) + "\n"))
-    if world.main and ds.split == "hash" and not ds.split_saved:
-        new = not (model_dir / SPLIT_FILE).is_file()
-        write_split(model_dir / SPLIT_FILE, ds, cfg.val_split)
-        if new:
-            log(f"imgclass: no val folder: split {1 - cfg.val_split:.0%}/{cfg.val_split:.0%} by file content, "
-                f"written to {model_dir / SPLIT_FILE}")
-
-    model, prior = _build(spec, cfg, len(ds.classes))
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-    model = model.to(device).to(memory_format=torch.channels_last).eval()  # eval: BN statistics stay frozen
-    parts = split_model(model)
-
-    t0 = time.perf_counter()
-    with main_first(world):  # the others load the trunk engine rank 0 exported and cached
-        run_trunk = trunk_runner(parts, spec, cfg, preprocess, device)
-    views = [cache_shard(run_trunk, train_images.pixels, preprocess, cfg.batch_size, world, flip, desc)
-             for flip, desc in ((False, "features train"), (True, "features train (mirrored)"))]
-    val_acts = cache_shard(run_trunk, val_images.pixels, preprocess, cfg.batch_size, world, desc="features val")
-    n_cached = 2 * len(train_images) + len(val_images)
-    log(f"imgclass: cached trunk features of {n_cached} views in {time.perf_counter() - t0:.1f} s "
-        f"({n_cached / (time.perf_counter() - t0):.1f} img/s on {world.size} x {device.type})")
-    y_train = torch.from_numpy(train_images.labels).to(device)
-    y_val = torch.from_numpy(val_images.labels).to(device)
-
-    run = {"config": asdict(cfg), "classes": ds.classes, "arch": spec.name, "preprocess": preprocess.to_json(),
-           "dataset": str(ds.root.resolve()), "format": FORMAT}
-    history: list[dict] = list(state["history"]) if state is not None else []
-    best_acc = state["best_acc1"] if state is not None else -1.0
-    best_epoch = state["best_epoch"] if state is not None else -1
-
-    def finish_epoch(row: dict, optimizer_state: dict, step: int) -> None:
-        """Record an epoch (every rank, for early stopping); rank 0 writes model_best first, then the
-        checkpoint (the commit point), then the CSV."""
-        nonlocal best_acc, best_epoch
-        history.append(row)
-        improved = row["val_acc"] > best_acc
-        if improved:
-            best_acc, best_epoch = row["val_acc"], row["epoch"]
-        if not world.main:
-            return
-        weights = _model_state(model)
-        if improved:
-            save_checkpoint(model_dir / BEST, {**run, "epoch": row["epoch"], "state_dict": weights, "best_acc1": best_acc})
-        save_checkpoint(model_dir / CHECKPOINT, {
-            **run, "epoch": row["epoch"], "stage": row["stage"], "state_dict": weights, "best_acc1": best_acc,
-            "best_epoch": best_epoch, "optimizer": optimizer_state, "step": step, "history": history})
-        report.write_results_csv(model_dir / "results.csv", history)
-        log(f"epoch {row['epoch']} ({row['stage']}): train loss {row['train_loss']:.3f} acc {row['train_acc']:.2f}%  "
-            f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.2f}%  ({row['seconds']:.1f} s)"
-            + ("  *best*" if best_epoch == row["epoch"] else ""))
-
-    if state is None:
-        t0 = time.perf_counter()
-        l2, cv = fit_linear_head(parts, views, y_train, ds.classes, prior, world)
-        tr_loss, tr_acc, _ = evaluate(parts, views[0], y_train, world)
-        va_loss, va_acc, _ = evaluate(parts, val_acts, y_val, world)
-        log(f"imgclass: head fit: L2 {l2:g} chosen by 3-fold CV on train (CV acc {cv[l2][1] * 100:.1f}%)")
-        finish_epoch({"epoch": 0, "stage": "head", "train_loss": tr_loss, "train_acc": tr_acc, "val_loss": va_loss,
-                      "val_acc": va_acc, "lr": 0.0, "seconds": time.perf_counter() - t0}, {}, 0)
-
-    tail_params = trainable_tail_parameters(parts)
-    net = data_parallel(torch.nn.Sequential(parts.tail, parts.head), tail_params + list(parts.head.parameters()), world)
-    optimizer = torch.optim.AdamW([{"params": tail_params, "weight_decay": cfg.weight_decay},
-                                   {"params": list(parts.head.parameters()), "weight_decay": 0.0}], lr=cfg.lr)
-    step = 0
-    if state is not None and state.get("optimizer"):
-        optimizer.load_state_dict(state["optimizer"])
-        step = state["step"]
-    steps_per_epoch = math.ceil(len(y_train) / cfg.batch_size)
-    total_steps, warmup = cfg.epochs * steps_per_epoch, steps_per_epoch
-    first = start_epoch if start_epoch is not None else (state["epoch"] + 1 if state is not None else 1)
-    if state is not None and first > cfg.epochs:
-        log(f"imgclass: nothing to train: the run has done epoch {first - 1} of {cfg.epochs}; "
-            "give --epochs N to train up to epoch N")
-    for epoch in range(first, cfg.epochs + 1):
-        if epoch - best_epoch > cfg.patience:
-            log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs (best: epoch {best_epoch})")
-            break
-        t0 = time.perf_counter()
-        tr_loss, tr_acc, step = train_one_epoch(net, optimizer, views, y_train, cfg, epoch, step, total_steps, warmup, world)
-        va_loss, va_acc, _ = evaluate(parts, val_acts, y_val, world)
-        finish_epoch({"epoch": epoch, "stage": "finetune", "train_loss": tr_loss, "train_acc": tr_acc,
-                      "val_loss": va_loss, "val_acc": va_acc, "lr": optimizer.param_groups[0]["lr"],
-                      "seconds": time.perf_counter() - t0}, optimizer.state_dict(), step)
-
-    # The final report is about the best model, which is what export and eval use.
-    barrier(world)  # rank 0 has written it
-    model.load_state_dict(load_checkpoint(model_dir / BEST)["state_dict"])
-    _, _, logits = evaluate(parts, val_acts, y_val, world)
-    matrix = report.confusion(val_images.labels, logits.argmax(1).cpu().numpy(), len(ds.classes))
-    if world.main:
-        report.plot_results(model_dir / "results.png", history)
-        report.plot_confusion(model_dir / "confusion_matrix.png", ds.classes, matrix,
-                              f"{ds.root.name} val, best epoch {best_epoch}: {best_acc:.2f}%")
-    stages = {stage: max(r["val_acc"] for r in history if r["stage"] == stage) for stage in ("head", "finetune")
-              if any(r["stage"] == stage for r in history)}
-    summary = {"best_acc": best_acc, "best_epoch": best_epoch, "stages": stages, "classes": ds.classes,
-               "seconds": time.perf_counter() - started, "model_dir": str(model_dir),
-               "table": report.per_class_table(ds.classes, matrix)}
-    return summary
+    return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint)
 
 
 def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
@@ -372,8 +296,202 @@ def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
                             "drop those flags, or start a new run in another --model-dir")
 
 
+def prepare_data(run: Run) -> tuple[Dataset, Images, Images]:
+    """The data step: find and split the dataset, decode it once, check it, and save its labels and split.
+
+    Returns:
+        (the dataset's layout, decoded train images, decoded val images).
+    """
+    ds = find_training_set(run)
+    train_images, val_images, unreadable = decode_splits(ds, run.preprocess, run.cfg.workers, run.world.device)
+    check_data(ds, train_images, val_images, unreadable)
+    if run.world.main:
+        write_dataset_files(run.model_dir, ds, run.cfg.val_split)
+    return ds, train_images, val_images
+
+
+def find_training_set(run: Run) -> Dataset:
+    """The dataset's layout, its val split reused from the model folder's split file when there is one.
+
+    Raises:
+        ImgclassError: a bad dataset, or classes other than the resumed checkpoint's.
+    """
+    ds = find_dataset(run.cfg.dataset, run.cfg.val_split, split_file=run.model_dir / SPLIT_FILE)
+    if run.checkpoint is not None and run.checkpoint["classes"] != ds.classes:
+        raise ImgclassError(f"{run.resume} was trained on classes {run.checkpoint['classes']}, the dataset has "
+                            f"{ds.classes}; resume with the same dataset")
+    return ds
+
+
+def decode_splits(ds: Dataset, preprocess: Preprocess, workers: int,
+                  device: torch.device) -> tuple[Images, Images, list[tuple[Path, str]]]:
+    """Decode train and val once, resized and cropped by ``preprocess`` (on the GPU when ``device`` is CUDA).
+
+    Returns:
+        (train images, val images, the unreadable files as ``(path, reason)``).
+    """
+    decode_on = str(device) if device.type == "cuda" else "cpu"
+    train_images, bad_train = decode_images(ds.train, preprocess, workers, "decode train", decode_on)
+    val_images, bad_val = decode_images(ds.val, preprocess, workers, "decode val", decode_on)
+    return train_images, val_images, bad_train + bad_val
+
+
+def check_data(ds: Dataset, train_images: Images, val_images: Images, unreadable: list[tuple[Path, str]]) -> None:
+    """Log the dataset's warnings and its images per class and split.
+
+    Raises:
+        ImgclassError: a class without training images, or no val image at all.
+    """
+    for warning in check_dataset(ds.classes, train_images, val_images, ds.skipped + unreadable) + ds.warnings:
+        log(f"imgclass: warning: {warning}")
+    log(count_table(ds.classes, train_images, val_images))
+
+
+def write_dataset_files(model_dir: Path, ds: Dataset, val_split: float) -> None:
+    """Write labels.txt and, when val was split off by content and not read back unchanged, the split file."""
+    atomic_write(model_dir / "labels.txt", lambda tmp: Path(tmp).write_text("\n".join(ds.classes) + "\n"))
+    if ds.split == "hash" and not ds.split_saved:
+        new = not (model_dir / SPLIT_FILE).is_file()
+        write_split(model_dir / SPLIT_FILE, ds, val_split)
+        if new:
+            log(f"imgclass: no val folder: split {1 - val_split:.0%}/{val_split:.0%} by file content, "
+                f"written to {model_dir / SPLIT_FILE}")
+
+
+def prepare_model(run: Run, num_classes: int) -> tuple[torch.nn.Module, Parts, Prior]:
+    """The network (the checkpoint's weights when resuming) on the run's device, and its parts.
+
+    Returns:
+        (the model, its trunk/tail/head sharing its modules, the prior for the head fit).
+    """
+    model, prior = _build(run.spec, run.cfg, num_classes)
+    if run.checkpoint is not None:
+        model.load_state_dict(run.checkpoint["state_dict"])
+    model = model.to(run.world.device).to(memory_format=torch.channels_last).eval()  # eval: BN statistics stay frozen
+    return model, split_model(model), prior
+
+
+def _build(spec: ModelSpec, cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, Prior]:
+    """The network with a fresh head, and the pretrained 1000-way classifier's (weight, bias) for the prior."""
+    from ..models.build import build_model, replace_head
+
+    model = build_model(spec, cfg.weights, pretrained=cfg.pretrained)
+    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
+    prior = (None, None)
+    if cfg.pretrained and isinstance(head, torch.nn.Linear) and head.out_features == 1000:
+        prior = (head.weight.detach().clone(), head.bias.detach().clone() if head.bias is not None else None)
+    return replace_head(model, num_classes), prior
+
+
+@dataclass
+class Features:
+    """The frozen trunk's activations of every image, cached once on the device, and the labels.
+
+    Attributes:
+        train_views: the train images' activations as decoded, then mirrored; each fine-tuning epoch
+            shows each image in a random one of them.
+        val: the val images' activations.
+        y_train, y_val: their (N,) int64 class indices.
+    """
+
+    train_views: list[torch.Tensor]
+    val: torch.Tensor
+    y_train: torch.Tensor
+    y_val: torch.Tensor
+
+
+def cache_features(run: Run, parts: Parts, train_images: Images, val_images: Images) -> Features:
+    """The features step: run the frozen trunk once over the decoded images (train also mirrored).
+
+    Reads only the images' ``pixels`` and ``labels``: all that the decode step has to provide.
+    """
+    world, batch_size = run.world, run.cfg.batch_size
+    t0 = time.perf_counter()
+    with main_first(world):  # the others load the trunk engine rank 0 exported and cached
+        run_trunk = trunk_runner(parts, run.spec, run.cfg, run.preprocess, world.device)
+    views = [cache_shard(run_trunk, train_images.pixels, run.preprocess, batch_size, world, flip, desc)
+             for flip, desc in ((False, "features train"), (True, "features train (mirrored)"))]
+    val_acts = cache_shard(run_trunk, val_images.pixels, run.preprocess, batch_size, world, desc="features val")
+    n_cached = 2 * len(train_images) + len(val_images)
+    log(f"imgclass: cached trunk features of {n_cached} views in {time.perf_counter() - t0:.1f} s "
+        f"({n_cached / (time.perf_counter() - t0):.1f} img/s on {world.size} x {world.device.type})")
+    return Features(views, val_acts, torch.from_numpy(train_images.labels).to(world.device),
+                    torch.from_numpy(val_images.labels).to(world.device))
+
+
+@dataclass
+class RunRecord:
+    """The run's epochs so far and the best of them, the same on every rank (early stopping reads it).
+
+    Attributes:
+        about: what every checkpoint says of the run: settings, classes, network, preprocessing, dataset.
+        history: one results.csv row per epoch.
+        best_acc, best_epoch: the best val accuracy and its epoch (-1 before the first).
+    """
+
+    about: dict
+    history: list[dict] = field(default_factory=list)
+    best_acc: float = -1.0
+    best_epoch: int = -1
+
+    def add(self, row: dict) -> bool:
+        """Append an epoch's row; True when it is a new best."""
+        self.history.append(row)
+        improved = row["val_acc"] > self.best_acc
+        if improved:
+            self.best_acc, self.best_epoch = row["val_acc"], row["epoch"]
+        return improved
+
+
+def start_record(run: Run, ds: Dataset) -> RunRecord:
+    """An empty record for a new run; the checkpoint's epochs and best for a resumed one."""
+    about = {"config": asdict(run.cfg), "classes": ds.classes, "arch": run.spec.name,
+             "preprocess": run.preprocess.to_json(), "dataset": str(ds.root.resolve()), "format": FORMAT}
+    if run.checkpoint is None:
+        return RunRecord(about)
+    return RunRecord(about, list(run.checkpoint["history"]), run.checkpoint["best_acc1"], run.checkpoint["best_epoch"])
+
+
+def epoch_row(epoch: int, stage: str, train: tuple[float, float], val: tuple[float, float], lr: float,
+              seconds: float) -> dict:
+    """An epoch's results.csv row from its (loss, accuracy %) on train and val."""
+    return {"epoch": epoch, "stage": stage, "train_loss": train[0], "train_acc": train[1], "val_loss": val[0],
+            "val_acc": val[1], "lr": lr, "seconds": seconds}
+
+
+def finish_epoch(run: Run, record: RunRecord, model: torch.nn.Module, row: dict, optimizer_state: dict,
+                 step: int) -> None:
+    """Record an epoch (every rank, for early stopping); rank 0 writes model_best first, then the
+    checkpoint (the commit point), then the CSV."""
+    improved = record.add(row)
+    if not run.world.main:
+        return
+    weights = _model_state(model)
+    if improved:
+        save_checkpoint(run.model_dir / BEST, {**record.about, "epoch": row["epoch"], "state_dict": weights,
+                                               "best_acc1": record.best_acc})
+    save_checkpoint(run.model_dir / CHECKPOINT, {
+        **record.about, "epoch": row["epoch"], "stage": row["stage"], "state_dict": weights,
+        "best_acc1": record.best_acc, "best_epoch": record.best_epoch, "optimizer": optimizer_state, "step": step,
+        "history": record.history})
+    report.write_results_csv(run.model_dir / "results.csv", record.history)
+    log(f"epoch {row['epoch']} ({row['stage']}): train loss {row['train_loss']:.3f} acc {row['train_acc']:.2f}%  "
+        f"val loss {row['val_loss']:.3f} acc {row['val_acc']:.2f}%  ({row['seconds']:.1f} s)"
+        + ("  *best*" if record.best_epoch == row["epoch"] else ""))
+
+
+def fit_head_stage(parts: Parts, features: Features, classes: list[str], prior: Prior, world: World) -> dict:
+    """The head step (epoch 0): fit the linear head on the cached features; returns its results.csv row."""
+    t0 = time.perf_counter()
+    l2, cv = fit_linear_head(parts, features.train_views, features.y_train, classes, prior, world)
+    train_loss, train_acc, _ = evaluate(parts, features.train_views[0], features.y_train, world)
+    val_loss, val_acc, _ = evaluate(parts, features.val, features.y_val, world)
+    log(f"imgclass: head fit: L2 {l2:g} chosen by 3-fold CV on train (CV acc {cv[l2][1] * 100:.1f}%)")
+    return epoch_row(0, "head", (train_loss, train_acc), (val_loss, val_acc), 0.0, time.perf_counter() - t0)
+
+
 def fit_linear_head(parts: Parts, views: list[torch.Tensor], y: torch.Tensor, classes: list[str],
-                    prior: tuple[torch.Tensor | None, torch.Tensor | None], world: World) -> tuple[float, dict]:
+                    prior: Prior, world: World) -> tuple[float, dict]:
     """Fit ``parts.head`` on pooled features of all cached views; returns (chosen L2, CV scores).
 
     Every rank fits on the same gathered features; rank 0's head is then given to all.
@@ -391,13 +509,66 @@ def fit_linear_head(parts: Parts, views: list[torch.Tensor], y: torch.Tensor, cl
     return l2, cv
 
 
-def _build(spec, cfg: TrainConfig, num_classes: int):
-    """The network with a fresh head, and the pretrained 1000-way classifier's (weight, bias) for the prior."""
-    from ..models.build import build_model, replace_head
+def finetune(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, features: Features,
+             start_epoch: int | None) -> None:
+    """The fine-tune step: epochs up to ``cfg.epochs`` of tail + head, each recorded and checkpointed;
+    stops early when val accuracy has not improved for ``cfg.patience`` epochs."""
+    cfg, world = run.cfg, run.world
+    net, optimizer, step = prepare_finetune(parts, cfg, world, run.checkpoint)
+    steps_per_epoch = math.ceil(len(features.y_train) / cfg.batch_size)
+    total_steps, warmup = cfg.epochs * steps_per_epoch, steps_per_epoch
+    for epoch in range(first_epoch(run, start_epoch), cfg.epochs + 1):
+        if epoch - record.best_epoch > cfg.patience:
+            log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs "
+                f"(best: epoch {record.best_epoch})")
+            break
+        t0 = time.perf_counter()
+        train_loss, train_acc, step = train_one_epoch(net, optimizer, features.train_views, features.y_train, cfg,
+                                                      epoch, step, total_steps, warmup, world)
+        val_loss, val_acc, _ = evaluate(parts, features.val, features.y_val, world)
+        row = epoch_row(epoch, "finetune", (train_loss, train_acc), (val_loss, val_acc),
+                        optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+        finish_epoch(run, record, model, row, optimizer.state_dict(), step)
 
-    model = build_model(spec, cfg.weights, pretrained=cfg.pretrained)
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
-    prior = (None, None)
-    if cfg.pretrained and isinstance(head, torch.nn.Linear) and head.out_features == 1000:
-        prior = (head.weight.detach().clone(), head.bias.detach().clone() if head.bias is not None else None)
-    return replace_head(model, num_classes), prior
+
+def prepare_finetune(parts: Parts, cfg: TrainConfig, world: World,
+                     checkpoint: dict | None) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """Tail + head as one network (DDP when distributed), its AdamW (no weight decay on the head), and the
+    global step: the checkpoint's optimizer state and step when it has them, else a fresh start at 0."""
+    tail_params, head_params = trainable_tail_parameters(parts), list(parts.head.parameters())
+    net = data_parallel(torch.nn.Sequential(parts.tail, parts.head), tail_params + head_params, world)
+    optimizer = torch.optim.AdamW([{"params": tail_params, "weight_decay": cfg.weight_decay},
+                                   {"params": head_params, "weight_decay": 0.0}], lr=cfg.lr)
+    if checkpoint is not None and checkpoint.get("optimizer"):  # empty after the head fit: no step taken yet
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        return net, optimizer, checkpoint["step"]
+    return net, optimizer, 0
+
+
+def first_epoch(run: Run, start_epoch: int | None) -> int:
+    """``start_epoch`` if given, else the one after the checkpoint's (1 for a new run)."""
+    checkpoint = run.checkpoint
+    first = start_epoch if start_epoch is not None else (checkpoint["epoch"] + 1 if checkpoint is not None else 1)
+    if checkpoint is not None and first > run.cfg.epochs:
+        log(f"imgclass: nothing to train: the run has done epoch {first - 1} of {run.cfg.epochs}; "
+            "give --epochs N to train up to epoch N")
+    return first
+
+
+def report_best(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, features: Features,
+                ds: Dataset, started: float) -> dict:
+    """The report step: the best model's val confusion matrix, the plots (rank 0), and the run's summary."""
+    # The final report is about the best model, which is what export and eval use.
+    barrier(run.world)  # rank 0 has written it
+    model.load_state_dict(load_checkpoint(run.model_dir / BEST)["state_dict"])
+    _, _, logits = evaluate(parts, features.val, features.y_val, run.world)
+    matrix = report.confusion(features.y_val.cpu().numpy(), logits.argmax(1).cpu().numpy(), len(ds.classes))
+    if run.world.main:
+        report.plot_results(run.model_dir / "results.png", record.history)
+        report.plot_confusion(run.model_dir / "confusion_matrix.png", ds.classes, matrix,
+                              f"{ds.root.name} val, best epoch {record.best_epoch}: {record.best_acc:.2f}%")
+    stages = {stage: max(r["val_acc"] for r in record.history if r["stage"] == stage) for stage in ("head", "finetune")
+              if any(r["stage"] == stage for r in record.history)}
+    return {"best_acc": record.best_acc, "best_epoch": record.best_epoch, "stages": stages, "classes": ds.classes,
+            "seconds": time.perf_counter() - started, "model_dir": str(run.model_dir),
+            "table": report.per_class_table(ds.classes, matrix)}
