@@ -22,7 +22,7 @@ from .runtime.select import model_preprocess, select_engine
 
 __all__ = ["Classifier", "Prediction", "load_image", "save_image"]
 
-ImageInput = np.ndarray | Image.Image | str | Path  # pixels (HxWx3 uint8 RGB), or an image file
+ImageInput = np.ndarray | Image.Image | str | Path | bytes  # pixels (HxWx3 uint8 RGB), an image file, or its bytes
 
 
 class Prediction(NamedTuple):
@@ -127,9 +127,10 @@ class Classifier:
         return self.classify_batch([image], topk, threshold)[0]
 
     def classify_batch(self, images: Sequence[ImageInput], topk: int = 1, threshold: float = 0.0) -> list[list[Prediction]]:
-        """Classify several images in one batch: HxWx3 uint8 RGB arrays, PIL images or image files.
+        """Classify several images in one batch: HxWx3 uint8 RGB arrays, PIL images, image files, or
+        their encoded bytes (what a web app holds: ``open("cat.jpg", "rb").read()``).
 
-        A file is decoded for the network exactly as ``classify_files`` and ``imgclass classify`` decode it
+        A file, or its bytes, is decoded for the network exactly as ``classify_files`` and ``imgclass classify`` decode it
         (a large JPEG at a reduced scale), so it gets their confidences to the last digit. Pixels are used
         as they are: ``load_image`` gives the full-resolution photo, whose confidences can differ a little.
 
@@ -142,7 +143,11 @@ class Classifier:
             if isinstance(p, ImgclassError):
                 raise p
             probs[i] = p
-        pixels = [i for i in range(len(images)) if i not in files]
+        encoded = [i for i, image in enumerate(images) if isinstance(image, (bytes, bytearray, memoryview))]
+        if encoded:
+            batch = np.stack([self.prepare(bytes(images[i]), f"image {i}") for i in encoded])
+            probs.update(zip(encoded, self.probabilities(batch)))
+        pixels = [i for i in range(len(images)) if i not in files and i not in probs]
         if pixels:
             probs.update(zip(pixels, self.probabilities(self.preprocess.batch([images[i] for i in pixels]))))
         return [self.predictions(probs[i], topk, threshold) for i in range(len(images))]

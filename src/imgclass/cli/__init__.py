@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import signal
@@ -54,6 +55,8 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             # `imgclass classify photos/*.jpg` unquoted: the shell passed every file
             message = (f"{len(extra)} more files than INPUT [OUTPUT] ({extra[0]}, ...): the shell expanded a glob; "
                        f"quote it ('photos/*.jpg') or give the folder")
+        elif message.startswith("unrecognized arguments:"):
+            message += did_you_mean(extra, list(parser._option_string_actions))
         print(f"{parser.prog}: error: {message}; see {parser.prog} --help", file=sys.stderr)
         sys.exit(2)
 
@@ -63,6 +66,28 @@ def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
             for sub in action.choices.values():
                 one_line_errors(sub)
     return parser
+
+
+def did_you_mean(given: list[str], options: list[str]) -> str:
+    """``" (did you mean --topk?)"`` for flags close to one the parser has; "" for none.
+
+    Example:
+        >>> did_you_mean(["--top-k", "3"], ["--topk", "--threshold"])
+        ' (did you mean --topk?)'
+    """
+    close = [m[0] for flag in given if flag.startswith("-")
+             for m in [difflib.get_close_matches(flag.split("=")[0], options, n=1, cutoff=0.7)] if m]
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; an unknown flag is reported by the verb's own parser (its flags suggested, its
+    ``--help`` named), not by ``imgclass``'s."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        verbs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+        verbs.get(getattr(args, "verb", None), parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def run_cli(run, args) -> int:
@@ -106,7 +131,7 @@ def sigterm_stops_like_ctrl_c() -> Iterator[threading.Event]:
 def main(argv: list[str] | None = None) -> int:
     """``imgclass`` entry point."""
     argv = jetson_argv(sys.argv[1:] if argv is None else argv)  # jetson's spellings work everywhere
-    args = one_line_errors(build_parser()).parse_args(argv)
+    args = parse(one_line_errors(build_parser()), argv)
     return run_cli(args.func, args)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ from .classify_table import add_table_arguments, is_table_output, run_table
 from ..classifier import Classifier, result_record
 from ..config import ClassifierConfig, check_threshold, check_topk
 from ..errors import ImgclassError
-from ..media.images import VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, unquoted_glob_hint
+from ..media.images import (VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, is_image_path,
+                            unquoted_glob_hint)
 from ..media.inputs import MediaInput, resolve_input
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
@@ -120,6 +122,8 @@ def format_line(prefix: str, predictions) -> str:
 
 
 def run(args) -> int:
+    if args.ray not in (None, "local", "auto") and os.path.exists(args.ray):  # `classify --ray images/ r.parquet`
+        raise ImgclassError(f"--ray took '{args.ray}' as its address: put --ray after INPUT OUTPUT, or --ray=ADDRESS")
     if args.prefix == "imagenet":  # jetson's imagenet: the tutorial's network and model paths run as typed
         args.network, args.model, note = stand_in(args.network, args.model, args.weights)
         if note:
@@ -127,6 +131,9 @@ def run(args) -> int:
     if args.ray is not None or is_table_output(args.output):
         return run_table(args, ClassifierConfig.from_args(args))
     found = resolve_input(args.input, args.output)
+    if isinstance(found, MediaInput) and args.output and is_image_path(args.output) and ImageSink(args.output).single_file:
+        raise ImgclassError(f"{args.output}: one image file for the frames of {args.input}; give a folder, or a "
+                            "pattern like out_%i.jpg")
     if isinstance(found, MediaInput) or streams_out(args.output):
         return run_frames(args)
     paths = found.paths

@@ -104,14 +104,17 @@ def run(args) -> int:
     print(summary["table"])
     stages = ", ".join(f"{stage} {acc:.2f}%" for stage, acc in summary["stages"].items())
     print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}) "
-          f"in {summary['seconds']:.0f} s; model in {cfg.model_dir}/{BEST}; "
-          f"next: {export_command(cfg.model_dir, args.jetson)}")
+          f"in {summary['seconds']:.0f} s; model in {cfg.model_dir}/{BEST}", end="")
+    if args.jetson:  # the tutorial's next step is its own script
+        print(f"; next: onnx_export.py --model-dir={cfg.model_dir}")
+        return 0
+    from ..export.run import export_run
+
+    # The run ends ready to use: `classify --model RUN` works at once (export stays for int8 and --jetson).
+    exported = export_run(cfg.model_dir)
+    print(f"\nimgclass: exported {exported['path']} (ONNX Runtime agrees with PyTorch on {exported['images']} val "
+          f"images); classify with: imgclass classify IMAGES --model {shlex.quote(str(cfg.model_dir))}")
     return 0
-
-
-def export_command(model_dir: str, jetson: bool) -> str:
-    """The command that exports the run: jetson's ``onnx_export.py`` for a run started as ``train.py``."""
-    return f"onnx_export.py --model-dir={model_dir}" if jetson else f"imgclass export --model-dir {model_dir}"
 
 
 def resume_hint(cfg: TrainConfig, resume: str | None, since: float, nproc: int | None) -> str:
