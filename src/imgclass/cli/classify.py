@@ -17,6 +17,7 @@ from .classify_table import add_table_arguments, is_table_output, run_table
 from ..classifier import Classifier, result_record
 from ..config import ClassifierConfig, check_threshold, check_topk
 from ..errors import ImgclassError
+from ..flags import set_log_level
 from ..media.images import (VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, is_image_path,
                             unquoted_glob_hint)
 from ..media.inputs import MediaInput, resolve_input
@@ -24,7 +25,8 @@ from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
 from ..models.jetson import stand_in
 from ..runtime.base import Job
-from ..runtime.select import AUTO_CUDA_FROM, DEVICES, PRECISIONS
+from ..runtime.machine import record_job, seconds_since_start
+from ..runtime.select import DEVICES, PRECISIONS
 from ..overlay import draw_overlay, overlay_lines
 
 
@@ -42,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
     add_result_arguments(p)
     p.add_argument("--batch-size", type=int, default=8, help="images per inference batch")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
+    p.add_argument("--verbose", action="store_true", help="say how the device and the engine were chosen")
     p.add_argument("--headless", "--no-display", action="store_true",
                    help="never open a window (jetson flag; display://0 becomes the web page)")
     add_media_arguments(p)
@@ -62,7 +65,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference (default: all cores)")
     p.add_argument("--device", choices=DEVICES, default="auto",
                    help="auto: a CUDA GPU when there is one and the job is big enough to win back its start "
-                        f"(videos, streams, {AUTO_CUDA_FROM}+ images), else the CPU")
+                        "(videos, streams; a list of images where its estimated wall time is shorter, from this "
+                        "machine's measured start-up and speed: --verbose says why), else the CPU")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="on the CPU: fp32 (ONNX Runtime, the same answers everywhere); bf16 or int8 (OpenVINO, where "
                         "the CPU has them: about 2-2.5x faster on AVX-512 BF16/VNNI/AMX CPUs; int8 is calibrated on "
@@ -122,6 +126,8 @@ def format_line(prefix: str, predictions) -> str:
 
 
 def run(args) -> int:
+    if args.verbose:
+        set_log_level("verbose")
     if args.ray not in (None, "local", "auto") and os.path.exists(args.ray):  # `classify --ray images/ r.parquet`
         raise ImgclassError(f"--ray took '{args.ray}' as its address: put --ray after INPUT OUTPUT, or --ray=ADDRESS")
     if args.prefix == "imagenet":  # jetson's imagenet: the tutorial's network and model paths run as typed
@@ -140,10 +146,12 @@ def run(args) -> int:
     sink = ImageSink(args.output) if args.output else None
     targets = sink.targets(paths) if sink is not None else [None] * len(paths)  # refusals come before any work
     net = Classifier(**ClassifierConfig.from_args(args).options(), job=Job(images=len(paths)))
-    start, failed = time.perf_counter(), 0
+    start, failed, first = time.perf_counter(), 0, None
     results = net.classify_files(paths, args.topk, args.threshold, args.batch_size, keep_images=sink is not None)
     for (path, preds, image), target in zip(tqdm(results, total=len(paths), unit="img", file=sys.stderr, leave=False,
                                                  disable=None if len(paths) > 20 else True), targets):
+        if first is None:
+            first, started_s = time.perf_counter(), seconds_since_start()
         if isinstance(preds, ImgclassError):
             failed += 1
             print(json.dumps(result_record(str(path), preds)) if args.json else f"imgclass: skipped: {preds}",
@@ -156,6 +164,9 @@ def run(args) -> int:
         else:
             print(format_line(args.prefix or str(path), preds), flush=True)
     seconds = time.perf_counter() - start
+    if first is not None and len(paths) > 1:  # what this device costs on this machine: the next "auto" weighs it
+        record_job(str(net.engine.device).split(":")[0], len(paths), started_s,
+                   (len(paths) - 1) / max(time.perf_counter() - first, 1e-6))
     if len(paths) > 1:
         print(f"imgclass: {len(paths) - failed} of {len(paths)} images classified in {seconds:.1f} s "
               f"({len(paths) / seconds:.1f} img/s) with {net.network_name} ({net.engine.precision})"

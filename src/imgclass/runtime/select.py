@@ -9,6 +9,7 @@ The built-in runtimes, asked in this order:
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import replace
 from typing import Callable
@@ -18,37 +19,45 @@ from ..labels import imagenet_labels
 from ..models.onnx import META_DATASET, OnnxHeader, preprocess_from
 from ..models.resolve import ModelRef, ModuleRef, NetworkRef, OnnxRef
 from ..preprocess import Preprocess
-from .base import Engine, EngineOptions, Job, Runtime, RUNTIMES, register_runtime
+from .base import RUNTIMES, Engine, EngineOptions, Job, Runtime, register_runtime
+from .machine import MachineCosts, machine_costs
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("fp32", "bf16", "int8", "auto")
-# Images; see resolve_device. On the H200 machine (16 cores) a warm CUDA start costs ~28 s (torch
-# 5 s, torchvision + engine imports 7 s, model on the GPU 9 s, graphs + nvJPEG 8 s) and 5,135 photos
-# took 36.5 s on the CPU vs 34.6 s on the GPU: the crossover (BENCHMARKS.md).
-AUTO_CUDA_FROM = 5000
+log = logging.getLogger("imgclass.select")
 
 
-def resolve_device(device: str, job: Job = Job(), cuda: bool | Callable[[], bool] | None = None) -> str:
+def resolve_device(device: str, job: Job = Job(), cuda: bool | Callable[[], bool] | None = None,
+                   costs: MachineCosts | None = None) -> str:
     """"auto" -> "cuda" or "cpu" for ``job``; "cpu" and "cuda" as they are.
 
-    A list of fewer than AUTO_CUDA_FROM images runs on the CPU even where there is a GPU: starting
-    torch and CUDA costs seconds that a few images never win back (BENCHMARKS.md). Videos, streams
-    and unknown work take the GPU where there is one.
+    A list of images goes where its estimated wall time is shorter: each device's start-up plus the
+    images at its rate, from this machine's measured figures (``runtime.machine``): a few hundred
+    photos never win back CUDA's start, tens of thousands do. Videos, streams and unknown work take
+    the GPU where there is one.
 
     Args:
         cuda: whether CUDA is there: this machine's answer by default (without importing torch on a
             machine with no NVIDIA driver); a Ray cluster passes whether it has GPUs.
+        costs: the machine's figures (default: this machine's, ``machine_costs()``).
 
     Example:
-        >>> resolve_device("auto", Job(images=33), cuda=True), resolve_device("auto", Job(stream=True), cuda=True)
+        >>> from imgclass.runtime.machine import DeviceCost
+        >>> costs = MachineCosts(DeviceCost(0.7, 640), DeviceCost(20.0, 8000))
+        >>> resolve_device("auto", Job(images=33), True, costs), resolve_device("auto", Job(stream=True), True, costs)
         ('cpu', 'cuda')
     """
     if device not in DEVICES:
         raise ImgclassError(f"unknown device '{device}'; use {', '.join(DEVICES)}")
     if device != "auto":
         return device
-    if job.images is not None and job.images < AUTO_CUDA_FROM:
-        return "cpu"
+    if job.images is not None:
+        costs = costs or machine_costs()
+        pick = costs.faster(job.images)
+        log.info(f"--device auto: {pick} for {job.images} images (estimated cpu {costs.cpu.seconds(job.images):.1f} s, "
+                 f"cuda {costs.cuda.seconds(job.images):.1f} s, from this machine's figures)")
+        if pick == "cpu":  # decided without asking for CUDA, which imports torch
+            return "cpu"
     has_cuda = (cuda() if callable(cuda) else cuda) if cuda is not None else _cuda_here()
     return "cuda" if has_cuda else "cpu"
 
