@@ -1,13 +1,21 @@
-"""``imgclass serve`` against hostile requests: odd header values and deep JSON (one-line 400s)."""
+"""``imgclass serve`` against hostile requests: odd header values and deep JSON (one-line 400s), an API
+key beyond ASCII, and what a foreign web page can make a browser send (403)."""
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
+import socket
 
-from test_serve import INFER, client, jpegs, triton_request  # noqa: F401
+import pytest
 
+from conftest import run_cli
+from test_serve import INFER, client, jpegs, post_image, serving, triton_request  # noqa: F401
+
+from imgclass.errors import ImgclassError
+from imgclass.serve import Settings, create_app
 from imgclass.serve import oip
+from imgclass.webstack import SameSite
 
 def nest(value, depth: int):
     for _ in range(depth):
@@ -80,3 +88,59 @@ def test_a_non_ascii_digit_length_and_deep_json_are_one_line_400s(client, jpegs)
         assert r.status_code == 400 and words in error and "\n" not in error and len(error) < 300, r.text
     r = client.post(INFER, json={"inputs": [image_input([[good]], [1, 1])]})  # nested as deep as the shape: fine
     assert r.status_code == 200
+
+
+# --- case 9: the API key, the network warning, Host and Origin -------------------------------------
+
+def test_a_non_ascii_api_key_is_compared_as_utf8_bytes(classifier, jpegs):
+    key = "clé-voilà"  # 'à' is C3 A0 in UTF-8: A0 read as latin-1 is a no-break space, which strip() took
+    image = (b"content-type", b"image/jpeg")
+    with serving(classifier, api_key=key) as client:
+        assert raw_post(client, "/v1/classify", jpegs["orange"], image, (b"x-api-key", key.encode()))[0] == 200
+        assert raw_post(client, "/v1/classify", jpegs["orange"], image,
+                        (b"authorization", b"Bearer " + key.encode()))[0] == 200
+        assert raw_post(client, "/v1/classify", jpegs["orange"], image, (b"x-api-key", key.encode("latin-1")))[0] == 401
+
+
+def test_listening_on_every_address_without_a_key_warns_in_one_line(tmp_path):
+    missing = str(tmp_path / "missing.onnx")  # the warning comes before the model loads: this one fails after it
+    out = run_cli("serve", "--host", "0.0.0.0", "--port", "0", "--model", missing)
+    [warning] = [line for line in out.stderr.splitlines() if line.startswith("imgclass: warning:")]
+    assert warning.startswith("imgclass: warning: listening on 0.0.0.0 without --api-key: anyone on the network")
+    assert out.returncode == 1 and "missing.onnx" in out.stderr
+    out = run_cli("serve", "--host", "0.0.0.0", "--port", "0", "--model", missing, "--api-key", "k")
+    assert out.returncode == 1 and "imgclass: warning:" not in out.stderr
+
+
+def test_browser_routes_refuse_foreign_hosts_and_origins_api_clients_unchanged(client, jpegs):
+    files = [("a", ("orange.jpg", jpegs["orange"], "image/jpeg"))]
+    refused = [
+        (client.get("/", headers={"host": "evil.example:8000"}), "host 'evil.example:8000' is not a name"),
+        (client.post("/v1/classify", files=files, headers={"host": "evil.example", "origin": "http://evil.example"}),
+         "host 'evil.example' is not a name"),  # DNS rebinding: same-origin, but by a foreign name
+        (client.post("/v1/classify", files=files, headers={"origin": "http://evil.example"}), "another site"),
+        (client.post("/v1/classify", files=files, headers={"origin": "null"}), "another site"),
+    ]
+    for r, words in refused:
+        assert r.status_code == 403 and words in r.json()["error"], r.text
+    for host in ("localhost:8000", "127.0.0.1", "[::1]:8000", "app.localhost", "testserver"):
+        assert client.get("/", headers={"host": host}).status_code == 200, host
+    assert client.post("/v1/classify", files=files, headers={"origin": "http://testserver"}).status_code == 200
+    # No Origin, any Host: curl -F, tritonclient, by a name this server cannot know (a proxy's, a DNS alias);
+    # a page on another site cannot send an image body without a CORS preflight, which fails here
+    assert client.post("/v1/classify", files=files, headers={"host": "imgclass.internal"}).status_code == 200
+    assert post_image(client, jpegs["orange"], host="imgclass.internal").status_code == 200
+    body, headers = triton_request([jpegs["orange"]])
+    assert client.post(INFER, content=body, headers={**headers, "host": "imgclass.internal"}).status_code == 200
+
+
+def test_allowed_origins_and_this_machines_names(classifier, jpegs):
+    files = [("a", ("orange.jpg", jpegs["orange"], "image/jpeg"))]
+    proxy = {"host": "imgclass.example.com", "origin": "https://imgclass.example.com"}
+    with serving(classifier, allow_origins=("https://imgclass.example.com",)) as client:
+        assert client.get("/", headers={"host": proxy["host"]}).status_code == 200
+        assert client.post("/v1/classify", files=files, headers=proxy).status_code == 200
+    with pytest.raises(ImgclassError, match="--allow-origin takes origins"):
+        create_app([classifier], Settings(allow_origins=("imgclass.example.com/page",)))
+    assert socket.gethostname().lower() in SameSite("0.0.0.0").names
+    assert socket.gethostname().lower() not in SameSite("127.0.0.1").names

@@ -11,8 +11,10 @@ Routes:
     POST /v2/models/{model}[/versions/1]/infer                  inference (see oip.py for the tensors)
     GET  /metrics                       Prometheus metrics
 
-Errors are JSON ``{"error": "..."}``: 400 bad input, 401 no API key, 404, 413 body over --max-body-mb
-(or more images than --max-queue), 415 not an image or multipart, 503 queue full (with Retry-After).
+Errors are JSON ``{"error": "..."}``: 400 bad input, 401 no API key, 403 a browser request from another
+site or by a foreign Host name (the page; multipart posts with an Origin), 404, 413 body over
+--max-body-mb (or more images than --max-queue), 415 not an image or multipart, 503 queue full (with
+Retry-After).
 """
 from __future__ import annotations
 
@@ -39,6 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .. import __version__
 from ..api import Classifier, Prediction, result_record
 from ..errors import ImgclassError
+from ..webstack import SameSite, origin_of
 from . import oip
 from .batcher import MicroBatcher, QueueFull
 from .metrics import Metrics, MetricsMiddleware
@@ -49,13 +52,16 @@ OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready"})  # no API k
 
 @dataclass(frozen=True)
 class Settings:
-    """How the server batches, bounds and answers (the ``imgclass serve`` flags of the same names)."""
+    """How the server batches, bounds and answers (the ``imgclass serve`` flags of the same names;
+    ``host`` and ``allow_origins``: the names and origins its browser routes take)."""
 
     max_batch: int = 16
     batch_timeout_ms: float = 5.0
     max_queue: int = 256
     max_body_mb: float = 20.0
     api_key: str | None = None
+    host: str = "127.0.0.1"
+    allow_origins: tuple[str, ...] = ()
     topk: int = 1
     threshold: float = 0.0
     decode_threads: int | None = None
@@ -66,6 +72,8 @@ class Settings:
                     (not self.batch_timeout_ms >= 0, "--batch-timeout-ms must be >= 0"),
                     (self.max_queue < self.max_batch, f"--max-queue must be >= --max-batch ({self.max_batch})"),
                     (not self.max_body_mb > 0, "--max-body-mb must be > 0"),
+                    (any(origin_of(o) is None for o in self.allow_origins),
+                     "--allow-origin takes origins like https://imgclass.example.com (scheme://host[:port])"),
                     (self.api_key == "", "--api-key is empty; give a key or leave the flag out"),
                     (self.topk < 1, "--topk must be >= 1"),
                     (not 0 <= self.threshold <= 1, "--threshold must be within 0..1"),
@@ -89,6 +97,7 @@ class Service:
         self.metrics = Metrics(self.batcher)
         self.batcher.on_batch = self.metrics.on_batch
         self.page = resources.files("imgclass.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+        self.same_site = SameSite(settings.host, settings.allow_origins)
         self.decoders: ThreadPoolExecutor | None = None
 
     @asynccontextmanager
@@ -132,13 +141,23 @@ class Service:
     # --- routes -------------------------------------------------------------------------------
 
     async def upload_page(self, request: Request) -> HTMLResponse:
+        self._browser_check(request)
         return HTMLResponse(self.page)
+
+    def _browser_check(self, request: Request) -> None:
+        """403 for what another site's page can make a browser send (webstack.SameSite)."""
+        if refusal := self.same_site.refusal(request.scope):
+            raise HTTPException(403, refusal)
 
     async def classify(self, request: Request) -> JSONResponse:
         """``POST /v1/classify``: one raw image, or several as multipart."""
         topk, threshold = self._query(request)
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media == "multipart/form-data":
+            # What a form on any site can post, unlike an image body. Every browser POST carries
+            # Origin; curl -F and scripts send none, and may name this server however they reach it.
+            if "origin" in request.headers:
+                self._browser_check(request)
             images = await self._form_images(request)
             results = await self.classify_images(images, topk, threshold)
             body = {"results": [result_record(name, r) for (name, _), r in zip(images, results)]}
@@ -258,10 +277,11 @@ class BodyLimitMiddleware:
 
 class ApiKeyMiddleware:
     """With an API key set, every route but the page and the health probes wants it, as
-    ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time)."""
+    ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time, as UTF-8 bytes)."""
 
     def __init__(self, app: ASGIApp, key: str):
-        self.app, self.key = app, key.encode()
+        # surrogateescape: a key from argv or the environment that is not UTF-8 keeps its own bytes
+        self.app, self.key = app, key.encode("utf-8", "surrogateescape")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self._allowed(Headers(scope=scope)):
@@ -272,8 +292,10 @@ class ApiKeyMiddleware:
 
     def _allowed(self, headers: Headers) -> bool:
         auth = headers.get("authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
-        return hmac.compare_digest(given.encode(), self.key)
+        # Only HTTP's own blanks: str.strip() would also take '\xa0', the last byte of a UTF-8 'à'
+        given = auth[7:].strip(" \t") if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes the client sent
+        return hmac.compare_digest(given.encode("latin-1"), self.key)
 
 
 def _error(status: int, headers: dict | None = None):
