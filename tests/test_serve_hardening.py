@@ -1,5 +1,6 @@
 """``imgclass serve`` against hostile requests: odd header values and deep JSON (one-line 400s), an API
-key beyond ASCII, and what a foreign web page can make a browser send (403)."""
+key beyond ASCII, what a foreign web page can make a browser send (403), and bodies that are too
+large, too many at once or stalled (webstack.RequestLimits)."""
 from __future__ import annotations
 
 import asyncio
@@ -8,14 +9,15 @@ import json
 import socket
 
 import pytest
+from starlette.responses import JSONResponse
 
 from conftest import run_cli
-from test_serve import INFER, client, jpegs, post_image, serving, triton_request  # noqa: F401
+from test_serve import INFER, client, jpegs, post_image, serving, triton_request, uvicorn_thread  # noqa: F401
 
 from imgclass.errors import ImgclassError
 from imgclass.serve import Settings, create_app
 from imgclass.serve import oip
-from imgclass.webstack import SameSite
+from imgclass.webstack import MB, RequestLimits, RequestRefused, SameSite
 
 def nest(value, depth: int):
     for _ in range(depth):
@@ -144,3 +146,92 @@ def test_allowed_origins_and_this_machines_names(classifier, jpegs):
         create_app([classifier], Settings(allow_origins=("imgclass.example.com/page",)))
     assert socket.gethostname().lower() in SameSite("0.0.0.0").names
     assert socket.gethostname().lower() not in SameSite("127.0.0.1").names
+
+
+# --- case 3: request limits (webstack.RequestLimits) ----------------------------------------------
+
+def reading_app(gate: asyncio.Event | None = None):
+    """An ASGI app that reads the whole body, waits for ``gate`` (if any), then answers the body's size."""
+    async def app(scope, receive, send):
+        size, more = 0, True
+        while more:
+            message = await receive()
+            size, more = size + len(message.get("body", b"")), message.get("more_body", False)
+        if gate is not None:
+            await gate.wait()
+        await JSONResponse({"size": size})(scope, receive, send)
+    return app
+
+
+async def until(condition) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("timed out")
+
+
+def test_bodies_in_flight_share_a_budget():
+    async def scenario():
+        gate = asyncio.Event()
+        limits = RequestLimits(reading_app(gate), max_body_mb=1, max_inflight_mb=1000 / MB, body_timeout_s=10)
+        first = asyncio.create_task(asgi_post(limits, [b"x" * 600], declared=600))
+        await until(lambda: limits.in_flight == 600)  # reserved before the body was read, held while it waits
+        status, headers, answer = await asgi_post(limits, [b"x" * 500], declared=500)
+        assert (status, headers["retry-after"]) == (503, "1") and "server busy" in answer["error"]
+        status, _, answer = await asgi_post(limits, [b"x" * 300] * 2)  # no Content-Length: counted as it comes
+        assert status == 503 and limits.in_flight == 600
+        status, _, answer = await asgi_post(limits, [b"x" * 1001], declared=1001)  # alone over the budget
+        assert status == 413 and "over 0.000953674 MB" in answer["error"]
+        gate.set()
+        assert (await first)[0] == 200 and limits.in_flight == 0  # given back when the request ended
+        status, _, answer = await asgi_post(limits, [b"x" * 400] * 2)
+        assert (status, answer) == (200, {"size": 800})
+
+    asyncio.run(scenario())
+
+
+def test_a_stalled_body_gets_408_or_its_connection_closed():
+    limits = RequestLimits(reading_app(), max_body_mb=1, max_inflight_mb=1, body_timeout_s=0.2)
+    status, headers, answer = asyncio.run(asgi_post(limits, [b"x" * 100], declared=1000, stall=True))
+    assert (status, headers["connection"]) == (408, "close") and "stalled (nothing for 0.2 s)" in answer["error"]
+    assert limits.in_flight == 0
+
+    async def answers_first(scope, receive, send):  # a response under way cannot become a 408
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await receive()
+        await receive()
+
+    with pytest.raises(RequestRefused):
+        asyncio.run(RequestLimits(answers_first, 1, 1, 0.2)(
+            {"type": "http", "headers": []}, fake_receive([b"x"], stall=True), lambda message: asyncio.sleep(0)))
+
+
+def test_serve_holds_no_stalled_bodies_past_its_budget_or_timeout(classifier):
+    async def scenario(app):
+        image = [(b"content-type", b"image/jpeg")]
+        stalled = asyncio.create_task(asgi_post(app, [b"\xff\xd8"], 600, True, "/v1/classify", image))
+        await until(lambda: limits.in_flight == 600)
+        busy = await asgi_post(app, [b"\xff\xd8"], 600, False, "/v1/classify", image)
+        return busy, await stalled
+
+    with serving(classifier, max_body_mb=1000 / MB, max_inflight_mb=1000 / MB, body_timeout_s=0.3) as client:
+        limits = client.app.middleware_stack
+        while not isinstance(limits, RequestLimits):
+            limits = limits.app
+        busy, stalled = client.portal.call(scenario, client.app)
+        assert busy[0] == 503 and "server busy" in busy[2]["error"]
+        assert stalled[0] == 408 and "stalled" in stalled[2]["error"] and limits.in_flight == 0
+
+
+def test_uvicorn_closes_a_stalled_upload_with_a_408(classifier, jpegs):
+    head = (f"POST /v1/classify HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {len(jpegs['orange'])}\r\n\r\n").encode()
+    with uvicorn_thread(create_app([classifier], Settings(body_timeout_s=0.3))) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as conn:
+            conn.sendall(head + jpegs["orange"][:1000])  # and then nothing
+            answer = conn.makefile("rb").read()  # to the end: the server hangs up after answering
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 408") and b"connection: close" in status.lower()
+    assert "stalled" in json.loads(body)["error"]

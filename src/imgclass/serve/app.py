@@ -12,9 +12,9 @@ Routes:
     GET  /metrics                       Prometheus metrics
 
 Errors are JSON ``{"error": "..."}``: 400 bad input, 401 no API key, 403 a browser request from another
-site or by a foreign Host name (the page; multipart posts with an Origin), 404, 413 body over
---max-body-mb (or more images than --max-queue), 415 not an image or multipart, 503 queue full (with
-Retry-After).
+site or by a foreign Host name (the page; multipart posts with an Origin), 404, 408 a body that stalls (--body-timeout),
+413 body over --max-body-mb (or more images than --max-queue), 415 not an image or multipart, 503 queue
+full or request bodies in flight over --max-inflight-mb (with Retry-After).
 """
 from __future__ import annotations
 
@@ -36,12 +36,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..api import Classifier, Prediction, result_record
 from ..errors import ImgclassError
-from ..webstack import SameSite, origin_of
+from ..webstack import RequestLimits, SameSite, origin_of
 from . import oip
 from .batcher import MicroBatcher, QueueFull
 from .metrics import Metrics, MetricsMiddleware
@@ -59,6 +59,8 @@ class Settings:
     batch_timeout_ms: float = 5.0
     max_queue: int = 256
     max_body_mb: float = 20.0
+    max_inflight_mb: float = 256.0
+    body_timeout_s: float = 30.0
     api_key: str | None = None
     host: str = "127.0.0.1"
     allow_origins: tuple[str, ...] = ()
@@ -72,6 +74,8 @@ class Settings:
                     (not self.batch_timeout_ms >= 0, "--batch-timeout-ms must be >= 0"),
                     (self.max_queue < self.max_batch, f"--max-queue must be >= --max-batch ({self.max_batch})"),
                     (not self.max_body_mb > 0, "--max-body-mb must be > 0"),
+                    (not self.max_inflight_mb > 0, "--max-inflight-mb must be > 0"),
+                    (not self.body_timeout_s > 0, "--body-timeout must be > 0 seconds"),
                     (any(origin_of(o) is None for o in self.allow_origins),
                      "--allow-origin takes origins like https://imgclass.example.com (scheme://host[:port])"),
                     (self.api_key == "", "--api-key is empty; give a key or leave the flag out"),
@@ -187,7 +191,7 @@ class Service:
 
     async def _form_images(self, request: Request) -> list[tuple[str, bytes]]:
         """The file parts of a multipart body, in order, named by their file names."""
-        form = await request.form()  # its size is bounded by --max-body-mb; the image count by --max-queue, after
+        form = await request.form()  # its size is bounded by RequestLimits; the image count by --max-queue, after
         try:
             files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
             if not files:
@@ -248,33 +252,6 @@ class Service:
                 Route("/v2/health/ready", self.ready), *model_routes, Route("/metrics", self.metrics_page)]
 
 
-class BodyLimitMiddleware:
-    """413 for a request body over ``max_mb``: at once when Content-Length says so, else as soon
-    as the streamed body passes it (raised inside the route, so the answer is JSON like every error)."""
-
-    def __init__(self, app: ASGIApp, max_mb: float):
-        self.app, self.max_bytes = app, round(max_mb * 2 ** 20)
-        self.message = f"request body over {max_mb:g} MB, the server's limit (--max-body-mb)"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            return await JSONResponse({"error": self.message}, 413)(scope, receive, send)
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, self.message)
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
 class ApiKeyMiddleware:
     """With an API key set, every route but the page and the health probes wants it, as
     ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time, as UTF-8 bytes)."""
@@ -322,9 +299,10 @@ def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings(
     """
     service = Service(classifiers, settings)
     middleware = [Middleware(MetricsMiddleware, metrics=service.metrics)]
-    if settings.api_key is not None:  # before the body limit: a stranger learns nothing, sends nothing more
+    if settings.api_key is not None:  # before the body limits: a stranger learns nothing, sends nothing more
         middleware.append(Middleware(ApiKeyMiddleware, key=settings.api_key))
-    middleware.append(Middleware(BodyLimitMiddleware, max_mb=settings.max_body_mb))
+    middleware.append(Middleware(RequestLimits, max_body_mb=settings.max_body_mb,
+                                 max_inflight_mb=settings.max_inflight_mb, body_timeout_s=settings.body_timeout_s))
     handlers = {ImgclassError: _error(400), QueueFull: _error(503, {"Retry-After": "1"}),
                 HTTPException: _http_error, Exception: _internal_error}
     app = Starlette(routes=service.routes(), middleware=middleware, exception_handlers=handlers,
