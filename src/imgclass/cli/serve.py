@@ -2,6 +2,7 @@
 metrics, an upload page) with dynamic micro-batching, on uvicorn."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -35,7 +36,16 @@ def add_parser(sub) -> None:
     net.add_argument("--api-key", default=None,
                      help="require this key (Authorization: Bearer KEY, or X-API-Key: KEY) everywhere but the page "
                           "and /v2/health (default: $IMGCLASS_API_KEY, else no key)")
+    net.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                     help="a scheme://host[:port] whose pages may use the upload page and post forms here, and whose "
+                          "name the browser routes accept as Host (a reverse proxy's public name); repeatable "
+                          "(default: none, only this server's own names)")
     net.add_argument("--max-body-mb", type=float, default=20.0, help="larger request bodies get 413")
+    net.add_argument("--max-inflight-mb", type=float, default=256.0,
+                     help="most request-body bytes in the server at once, all requests together; a request whose "
+                          "body would pass it gets 503 and Retry-After")
+    net.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
+                     help="a request body that sends nothing for this long gets 408 and its connection closed")
     net.add_argument("--access-log", action="store_true", help="log every request (off: a line per request costs time)")
     batch = p.add_argument_group("batching")
     batch.add_argument("--max-batch", type=int, default=16, help="most images per inference batch")
@@ -59,21 +69,28 @@ def run(args) -> int:
     if args.workers < 1:
         raise ImgclassError("--workers must be >= 1")
     settings = Settings(max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue,
-                        max_body_mb=args.max_body_mb, api_key=args.api_key or os.environ.get("IMGCLASS_API_KEY"),
-                        topk=args.topk, threshold=args.threshold)
+                        max_body_mb=args.max_body_mb, max_inflight_mb=args.max_inflight_mb,
+                        body_timeout_s=args.body_timeout, api_key=args.api_key or os.environ.get("IMGCLASS_API_KEY"),
+                        host=args.host, allow_origins=tuple(args.allow_origin), topk=args.topk, threshold=args.threshold)
     settings.check()
     sock = listen(args.host, args.port)  # before the model loads: a taken port fails at once
+    host, port = sock.getsockname()[:2]
+    if settings.api_key is None and not ipaddress.ip_address(host).is_loopback:
+        print(f"imgclass: warning: listening on {host} without --api-key: anyone on the network can use this server; "
+              "set --api-key (or $IMGCLASS_API_KEY)", file=sys.stderr, flush=True)
     # Each replica gets its share of the cores: ONNX Runtime would otherwise give every one all of them.
     threads = max(1, (args.threads or os.cpu_count() or 1) // args.workers)
     config = replace(ClassifierConfig.from_args(args), threads=threads)
     nets = [Classifier(**config.options()) for _ in range(args.workers)]
     app = create_app(nets, settings)
-    host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"imgclass: serving {nets[0].network_name} at http://{shown}:{port}/ (upload page; POST /v1/classify; "
           f"Open Inference Protocol at /v2/models/{nets[0].network_name}; /metrics)", file=sys.stderr, flush=True)
+    # uvicorn has no timeout for reading a request's head; the one it has closes a kept-alive
+    # connection idle for timeout_keep_alive seconds. Bodies: --body-timeout (webstack.RequestLimits).
     config = uvicorn.Config(app, http=nodelay_http_protocol(), lifespan="on", access_log=args.access_log,
-                            log_level="info", timeout_graceful_shutdown=30)  # then requests still running are cut off
+                            log_level="info", timeout_keep_alive=5,
+                            timeout_graceful_shutdown=30)  # then requests still running are cut off
     server = uvicorn.Server(config)
     # uvicorn drains on SIGTERM / Ctrl-C, then re-raises the signal to whatever handler was there
     # before it: make that a no-op, so a drained server ends with a clean exit and one line.

@@ -11,8 +11,10 @@ Routes:
     POST /v2/models/{model}[/versions/1]/infer                  inference (see oip.py for the tensors)
     GET  /metrics                       Prometheus metrics
 
-Errors are JSON ``{"error": "..."}``: 400 bad input, 401 no API key, 404, 413 body over --max-body-mb
-(or more images than --max-queue), 415 not an image or multipart, 503 queue full (with Retry-After).
+Errors are JSON ``{"error": "..."}``: 400 bad input, 401 no API key, 403 a browser request from another
+site or by a foreign Host name (the page; multipart posts with an Origin), 404, 408 a body that stalls (--body-timeout),
+413 body over --max-body-mb (or more images than --max-queue), 415 not an image or multipart, 503 queue
+full or request bodies in flight over --max-inflight-mb (with Retry-After).
 """
 from __future__ import annotations
 
@@ -34,11 +36,12 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..classifier import Classifier, Prediction, result_record
 from ..errors import ImgclassError
+from ..webstack import RequestLimits, SameSite, origin_of
 from . import oip
 from .batcher import MicroBatcher, QueueFull
 from .metrics import Metrics, MetricsMiddleware
@@ -49,13 +52,18 @@ OPEN_PATHS = frozenset({"/", "/v2/health/live", "/v2/health/ready"})  # no API k
 
 @dataclass(frozen=True)
 class Settings:
-    """How the server batches, bounds and answers (the ``imgclass serve`` flags of the same names)."""
+    """How the server batches, bounds and answers (the ``imgclass serve`` flags of the same names;
+    ``host`` and ``allow_origins``: the names and origins its browser routes take)."""
 
     max_batch: int = 16
     batch_timeout_ms: float = 5.0
     max_queue: int = 256
     max_body_mb: float = 20.0
+    max_inflight_mb: float = 256.0
+    body_timeout_s: float = 30.0
     api_key: str | None = None
+    host: str = "127.0.0.1"
+    allow_origins: tuple[str, ...] = ()
     topk: int = 1
     threshold: float = 0.0
     decode_threads: int | None = None
@@ -66,6 +74,10 @@ class Settings:
                     (not self.batch_timeout_ms >= 0, "--batch-timeout-ms must be >= 0"),
                     (self.max_queue < self.max_batch, f"--max-queue must be >= --max-batch ({self.max_batch})"),
                     (not self.max_body_mb > 0, "--max-body-mb must be > 0"),
+                    (not self.max_inflight_mb > 0, "--max-inflight-mb must be > 0"),
+                    (not self.body_timeout_s > 0, "--body-timeout must be > 0 seconds"),
+                    (any(origin_of(o) is None for o in self.allow_origins),
+                     "--allow-origin takes origins like https://imgclass.example.com (scheme://host[:port])"),
                     (self.api_key == "", "--api-key is empty; give a key or leave the flag out"),
                     (self.topk < 1, "--topk must be >= 1"),
                     (not 0 <= self.threshold <= 1, "--threshold must be within 0..1"),
@@ -89,6 +101,7 @@ class Service:
         self.metrics = Metrics(self.batcher)
         self.batcher.on_batch = self.metrics.on_batch
         self.page = resources.files("imgclass.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+        self.same_site = SameSite(settings.host, settings.allow_origins)
         self.decoders: ThreadPoolExecutor | None = None
 
     @asynccontextmanager
@@ -132,13 +145,23 @@ class Service:
     # --- routes -------------------------------------------------------------------------------
 
     async def upload_page(self, request: Request) -> HTMLResponse:
+        self._browser_check(request)
         return HTMLResponse(self.page)
+
+    def _browser_check(self, request: Request) -> None:
+        """403 for what another site's page can make a browser send (webstack.SameSite)."""
+        if refusal := self.same_site.refusal(request.scope):
+            raise HTTPException(403, refusal)
 
     async def classify(self, request: Request) -> JSONResponse:
         """``POST /v1/classify``: one raw image, or several as multipart."""
         topk, threshold = self._query(request)
         media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
         if media == "multipart/form-data":
+            # What a form on any site can post, unlike an image body. Every browser POST carries
+            # Origin; curl -F and scripts send none, and may name this server however they reach it.
+            if "origin" in request.headers:
+                self._browser_check(request)
             images = await self._form_images(request)
             results = await self.classify_images(images, topk, threshold)
             body = {"results": [result_record(name, r) for (name, _), r in zip(images, results)]}
@@ -168,7 +191,7 @@ class Service:
 
     async def _form_images(self, request: Request) -> list[tuple[str, bytes]]:
         """The file parts of a multipart body, in order, named by their file names."""
-        form = await request.form()  # its size is bounded by --max-body-mb; the image count by --max-queue, after
+        form = await request.form()  # its size is bounded by RequestLimits; the image count by --max-queue, after
         try:
             files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
             if not files:
@@ -229,39 +252,13 @@ class Service:
                 Route("/v2/health/ready", self.ready), *model_routes, Route("/metrics", self.metrics_page)]
 
 
-class BodyLimitMiddleware:
-    """413 for a request body over ``max_mb``: at once when Content-Length says so, else as soon
-    as the streamed body passes it (raised inside the route, so the answer is JSON like every error)."""
-
-    def __init__(self, app: ASGIApp, max_mb: float):
-        self.app, self.max_bytes = app, round(max_mb * 2 ** 20)
-        self.message = f"request body over {max_mb:g} MB, the server's limit (--max-body-mb)"
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        length = Headers(scope=scope).get("content-length", "")
-        if length.isdigit() and int(length) > self.max_bytes:
-            return await JSONResponse({"error": self.message}, 413)(scope, receive, send)
-        received = 0
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_bytes:
-                raise HTTPException(413, self.message)
-            return message
-
-        await self.app(scope, limited_receive, send)
-
-
 class ApiKeyMiddleware:
     """With an API key set, every route but the page and the health probes wants it, as
-    ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time)."""
+    ``Authorization: Bearer KEY`` or ``X-API-Key: KEY`` (compared in constant time, as UTF-8 bytes)."""
 
     def __init__(self, app: ASGIApp, key: str):
-        self.app, self.key = app, key.encode()
+        # surrogateescape: a key from argv or the environment that is not UTF-8 keeps its own bytes
+        self.app, self.key = app, key.encode("utf-8", "surrogateescape")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS and not self._allowed(Headers(scope=scope)):
@@ -272,8 +269,10 @@ class ApiKeyMiddleware:
 
     def _allowed(self, headers: Headers) -> bool:
         auth = headers.get("authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
-        return hmac.compare_digest(given.encode(), self.key)
+        # Only HTTP's own blanks: str.strip() would also take '\xa0', the last byte of a UTF-8 'à'
+        given = auth[7:].strip(" \t") if auth[:7].lower() == "bearer " else headers.get("x-api-key", "")
+        # Starlette decodes header bytes as latin-1: encoding back gives the bytes the client sent
+        return hmac.compare_digest(given.encode("latin-1"), self.key)
 
 
 def _error(status: int, headers: dict | None = None):
@@ -300,9 +299,10 @@ def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings(
     """
     service = Service(classifiers, settings)
     middleware = [Middleware(MetricsMiddleware, metrics=service.metrics)]
-    if settings.api_key is not None:  # before the body limit: a stranger learns nothing, sends nothing more
+    if settings.api_key is not None:  # before the body limits: a stranger learns nothing, sends nothing more
         middleware.append(Middleware(ApiKeyMiddleware, key=settings.api_key))
-    middleware.append(Middleware(BodyLimitMiddleware, max_mb=settings.max_body_mb))
+    middleware.append(Middleware(RequestLimits, max_body_mb=settings.max_body_mb,
+                                 max_inflight_mb=settings.max_inflight_mb, body_timeout_s=settings.body_timeout_s))
     handlers = {ImgclassError: _error(400), QueueFull: _error(503, {"Retry-After": "1"}),
                 HTTPException: _http_error, Exception: _internal_error}
     app = Starlette(routes=service.routes(), middleware=middleware, exception_handlers=handlers,

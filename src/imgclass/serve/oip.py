@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import math
+import reprlib  # a client's values in errors, cut short: a shape can be megabytes long or nested 900 deep
 import struct
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -36,6 +37,7 @@ OUTPUTS = {"labels": "BYTES", "confidences": "FP32", "indices": "INT64"}
 VERSION = "1"
 HEADER_LENGTH = "inference-header-content-length"
 EXTENSIONS = ["binary_tensor_data"]
+MAX_DIMS = 8  # of an input's shape (int64 sizes): its data nests at most this deep, far from Python's recursion limit
 
 
 @dataclass
@@ -88,23 +90,30 @@ def parse_infer_request(body: bytes, header_length: str | None) -> InferRequest:
     """
     split = len(body)
     if header_length is not None:
-        if not header_length.isdigit() or not 0 < int(header_length) <= len(body):
-            raise ImgclassError(f"Inference-Header-Content-Length is {header_length!r}; "
+        # isdigit() alone takes '²' and 5,000 digits, which int() refuses
+        count = header_length.isascii() and header_length.isdigit() and len(header_length) <= 20
+        if not count or not 0 < int(header_length) <= len(body):
+            raise ImgclassError(f"Inference-Header-Content-Length is {reprlib.repr(header_length)}; "
                                 f"it must be the JSON header's size in bytes (the body has {len(body)})")
         split = int(header_length)
     try:
         header = json.loads(body[:split])
     except ValueError as e:
         raise ImgclassError(f"the inference request is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ImgclassError("the inference request's JSON nests too deeply") from None
     if not isinstance(header, dict) or not isinstance(header.get("inputs"), list):
         raise ImgclassError("the inference request needs an 'inputs' list (Open Inference Protocol v2)")
     images = _images(header["inputs"], memoryview(body)[split:])
     params = _dict(header.get("parameters"), "parameters")
     topk = params.get("topk")
     if topk is not None and (not isinstance(topk, int) or isinstance(topk, bool) or topk < 1):
-        raise ImgclassError(f"parameters.topk is {topk!r}; give a whole number >= 1")
+        raise ImgclassError(f"parameters.topk is {reprlib.repr(topk)}; give a whole number >= 1")
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ImgclassError(f"the request's id is {reprlib.repr(request_id)}; it must be a string")
     return InferRequest(images, topk, _outputs(header.get("outputs"), bool(params.get("binary_data_output", False))),
-                        header.get("id"))
+                        request_id)
 
 
 def _dict(value, where: str) -> dict:
@@ -119,37 +128,43 @@ def _images(inputs: list, binary: memoryview) -> list[bytes]:
     """The encoded images of the one input, from its binary data or its base64 JSON data."""
     if len(inputs) != 1 or not isinstance(inputs[0], dict) or inputs[0].get("name") != INPUT:
         names = [t.get("name") for t in inputs if isinstance(t, dict)]
-        raise ImgclassError(f"this model takes one input, '{INPUT}' (BYTES, shape [N]: encoded image files); got {names}")
+        raise ImgclassError(f"this model takes one input, '{INPUT}' (BYTES, shape [N]: encoded image files); "
+                            f"got {reprlib.repr(names)}")
     tensor = inputs[0]
     if tensor.get("datatype") != "BYTES":
-        raise ImgclassError(f"{INPUT}: datatype is {tensor.get('datatype')!r}; it must be BYTES (encoded image files)")
+        raise ImgclassError(f"{INPUT}: datatype is {reprlib.repr(tensor.get('datatype'))}; it must be BYTES (encoded image files)")
     shape = tensor.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ImgclassError(f"{INPUT}: shape is {shape!r}; give a list of sizes like [N]")
+    if (not isinstance(shape, list) or len(shape) > MAX_DIMS
+            or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2 ** 63 for d in shape)):
+        raise ImgclassError(f"{INPUT}: shape is {reprlib.repr(shape)}; give a list of at most {MAX_DIMS} sizes, like [N]")
     params = _dict(tensor.get("parameters"), f"{INPUT}.parameters")
     if "shared_memory_region" in params:
         raise ImgclassError(f"{INPUT}: shared memory is not supported; send the images in the request")
     if "binary_data_size" in params:
         if params["binary_data_size"] != len(binary):
-            raise ImgclassError(f"{INPUT}: binary_data_size is {params['binary_data_size']!r} but "
+            raise ImgclassError(f"{INPUT}: binary_data_size is {reprlib.repr(params['binary_data_size'])} but "
                                 f"{len(binary)} bytes follow the JSON header")
         images = unpack_bytes(binary)
     else:
         if len(binary):
             raise ImgclassError(f"{len(binary)} bytes follow the JSON header but {INPUT} has no binary_data_size")
-        images = [_base64(s, i) for i, s in enumerate(_flat(tensor.get("data")))]
+        images = [_base64(s, i) for i, s in enumerate(_flat(tensor.get("data"), len(shape)))]
     if len(images) != math.prod(shape):
-        raise ImgclassError(f"{INPUT}: shape {shape} holds {math.prod(shape)} elements but the data has {len(images)}")
+        raise ImgclassError(f"{INPUT}: shape {reprlib.repr(shape)} holds {math.prod(shape)} elements but the data has {len(images)}")
     if not images:
         raise ImgclassError(f"{INPUT}: no image in the request")
     return images
 
 
-def _flat(data) -> list:
-    """Tensor data as a flat list: the protocol allows it flat or nested by rows."""
+def _flat(data, dims: int) -> list:
+    """Tensor data as a flat list: the protocol allows it flat or nested by rows, as deep as the shape's ``dims``."""
     if data is None:
         raise ImgclassError(f"{INPUT}: no data; give 'data' (base64 strings) or binary data")
-    return [x for item in data for x in _flat(item)] if isinstance(data, list) else [data]
+    if not isinstance(data, list):
+        return [data]
+    if dims == 0:
+        raise ImgclassError(f"{INPUT}: data nests deeper than its shape's dimensions")
+    return [x for item in data for x in _flat(item, dims - 1)]
 
 
 def _base64(text, index: int) -> bytes:
@@ -170,8 +185,8 @@ def _outputs(requested, binary_default: bool) -> list[tuple[str, bool]]:
     chosen = []
     for out in requested:
         name, params = out.get("name"), _dict(out.get("parameters"), "output parameters")
-        if name not in OUTPUTS:
-            raise ImgclassError(f"no output {name!r}; this model has {', '.join(OUTPUTS)}")
+        if not isinstance(name, str) or name not in OUTPUTS:  # a list or an object cannot be looked up
+            raise ImgclassError(f"no output {reprlib.repr(name)}; this model has {', '.join(OUTPUTS)}")
         if any(name == seen for seen, _ in chosen):  # each answer tensor once: no amplification by repetition
             raise ImgclassError(f"output {name!r} is asked for twice; name each output once")
         if "classification" in params or "shared_memory_region" in params:
