@@ -104,13 +104,21 @@ def test_a_warm_run_does_not_import_torch(classifier):
     assert lines[0].endswith("% class #950 (orange)") and lines[1:] == ["False"]
 
 
-def test_auto_device_keeps_small_jobs_on_the_cpu(monkeypatch):
-    # Even where a GPU is usable, starting torch + CUDA costs more than a small job takes on the CPU.
-    from imgclass.runtime import select
+def test_auto_device_keeps_small_jobs_on_the_cpu(monkeypatch, tmp_path):
+    # Even where a GPU is usable, starting torch + CUDA costs more than a small job takes on the CPU;
+    # the rule learns this machine's figures from the folder jobs it ran.
+    from imgclass.runtime import machine, select
     from imgclass.runtime.base import Job
+    monkeypatch.setenv("IMGCLASS_CACHE", str(tmp_path))
     monkeypatch.setattr(select, "_cuda_here", lambda: True)
+    monkeypatch.setattr(machine, "default_costs", lambda: machine.MachineCosts(machine.DeviceCost(0.7, 700),
+                                                                                machine.DeviceCost(20.0, 8000)))
     assert select.resolve_device("auto", Job(images=33)) == "cpu"
-    assert select.resolve_device("auto", Job(images=select.AUTO_CUDA_FROM)) == "cuda"
+    assert select.resolve_device("auto", Job(images=57_600)) == "cuda"
     assert select.resolve_device("auto", Job(stream=True)) == "cuda"  # videos and streams: length unknown
     assert select.resolve_device("auto") == "cuda"  # unknown work (the API, a server)
     assert select.resolve_device("cuda", Job(images=1)) == "cuda"  # asked for: obeyed
+    machine.record_job("cuda", 5760, start_s=2.0, images_per_s=8000)  # this machine's GPU starts fast
+    assert select.resolve_device("auto", Job(images=5760)) == "cuda"
+    machine.record_job("cuda", 10, start_s=0.1, images_per_s=1e6)  # too few images to say anything: not kept
+    assert machine.machine_costs().cuda == machine.DeviceCost(2.0, 8000)

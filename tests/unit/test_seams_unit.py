@@ -1,5 +1,6 @@
-"""The seams, without a model: the device rule, engine selection, what --model names, the one decode,
-the light base modules and their docstring examples."""
+"""The fast tier (``pytest tests/unit``, first in CI: no torch, no processes). The seams, without a
+model: the device rule, engine selection, what --model names, the one decode, the light base modules
+and their docstring examples."""
 from __future__ import annotations
 
 import doctest
@@ -17,7 +18,12 @@ from imgclass.models.onnx import META_PREPROCESS, preprocess_from
 from imgclass.models.resolve import BEST, RUN_MODEL, model_file
 from imgclass.preprocess import Preprocess
 from imgclass.runtime.base import EngineOptions, Job, Runtime, register_runtime, unregister_runtime
-from imgclass.runtime.select import AUTO_CUDA_FROM, resolve_device, select_engine
+from imgclass.runtime.machine import DeviceCost, MachineCosts
+from imgclass.runtime.select import resolve_device, select_engine
+
+# Whether another tier loaded torch before this module was collected (a whole-suite run): then the
+# no-torch check cannot tell, and says so.
+TORCH_BEFORE = "torch" in sys.modules
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 LIGHT_MODULES = ["imgclass.flags", "imgclass.parallel", "imgclass.preprocess", "imgclass.classifier",
@@ -25,20 +31,25 @@ LIGHT_MODULES = ["imgclass.flags", "imgclass.parallel", "imgclass.preprocess", "
                  "imgclass.models.resolve", "imgclass.media.decode", "imgclass.media.inputs", "imgclass.config"]
 
 
-def test_the_tier_imports_no_torch(torch_before):
+def test_the_tier_imports_no_torch():
     for name in LIGHT_MODULES:
         importlib.import_module(name)
-    if torch_before:
+    if TORCH_BEFORE:
         pytest.skip("another tier imported torch first; run `pytest tests/unit` alone to check")
     assert "torch" not in sys.modules
 
 
-def test_device_rule_small_jobs_stay_on_the_cpu_and_streams_take_the_gpu():
-    assert resolve_device("auto", Job(images=33), cuda=True) == "cpu"
-    assert resolve_device("auto", Job(images=AUTO_CUDA_FROM), cuda=True) == "cuda"
-    assert resolve_device("auto", Job(stream=True), cuda=True) == "cuda"
-    assert resolve_device("auto", Job(stream=True), cuda=False) == "cpu"
-    assert resolve_device("cpu", Job(stream=True), cuda=True) == "cpu"
+def test_the_device_rule_picks_the_faster_device_from_each_machines_figures():
+    """Two imaginary machines: a 16-core server whose GPU takes 20 s to start (the H100 measured cold),
+    and a 2-core laptop with a GPU that starts in 3 s. The same jobs go to different devices."""
+    server = MachineCosts(cpu=DeviceCost(0.7, 720), cuda=DeviceCost(20.0, 8000))
+    laptop = MachineCosts(cpu=DeviceCost(0.7, 90), cuda=DeviceCost(3.0, 2000))
+    jobs = [33, 500, 5760, 57_600]
+    assert [resolve_device("auto", Job(images=n), True, server) for n in jobs] == ["cpu", "cpu", "cpu", "cuda"]
+    assert [resolve_device("auto", Job(images=n), True, laptop) for n in jobs] == ["cpu", "cuda", "cuda", "cuda"]
+    assert resolve_device("auto", Job(images=57_600), False, server) == "cpu"  # no GPU: the CPU whatever the job
+    assert resolve_device("auto", Job(stream=True), True, server) == "cuda"
+    assert resolve_device("cpu", Job(stream=True), True, server) == "cpu"
     with pytest.raises(ImgclassError, match="unknown device 'tpu'"):
         resolve_device("tpu")
 
