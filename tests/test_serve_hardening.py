@@ -22,7 +22,7 @@ hypothesis = pytest.importorskip("hypothesis", reason="needs hypothesis (pip ins
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
 from starlette.responses import JSONResponse  # noqa: E402
 
-from imgclass.api import Prediction  # noqa: E402
+from imgclass.classifier import Prediction  # noqa: E402
 from imgclass.errors import ImgclassError  # noqa: E402
 from imgclass.serve import Settings, create_app  # noqa: E402
 from imgclass.serve import oip  # noqa: E402

@@ -182,7 +182,7 @@ def _map_for_cuda(image: np.ndarray) -> None:
     Raises:
         NoDeviceMemory: no CUDA device here, or CUDA refused.
     """
-    from ..api import resolve_device
+    from ..runtime.select import resolve_device
 
     if resolve_device("auto") != "cuda":
         raise NoDeviceMemory("cudaImage has no __cuda_array_interface__ here: no CUDA device, and imgclass keeps "

@@ -17,9 +17,6 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what media
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 EXIF_SOFTWARE = 0x0131
 ANNOTATED_BY = "imgclass"  # the mark of files imgclass writes (EXIF Software, a video's comment): the only ones it replaces
-# An empty file in each folder of annotated copies: a folder given as INPUT leaves these folders out
-# (one look per folder, where reading every image's EXIF would cost a read per file).
-OUTPUT_FOLDER_MARK = ".imgclass-output"
 
 
 def natural_key(path: str | Path) -> list:
@@ -236,9 +233,6 @@ class ImageSink:
         if path is None:
             path = self.path(self.count)
             check_replaceable(path, set())
-        if self.directory is not None and self.count == 0:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / OUTPUT_FOLDER_MARK).touch()
         save_image(path, image, self.quality, software=ANNOTATED_BY)
         self.count += 1
         return path

@@ -2,9 +2,9 @@
 video, streams, results tables, Ray), for ``--calibration`` and for the capture tool:
 
     a folder              its images, searched recursively in natural order, leaving out hidden files and
-                          folders (imgclass's temporary files), the OUTPUT, and folders of annotated copies
-                          imgclass wrote (marked by a hidden file); names keep their path below the folder,
-                          so annotated copies keep the tree
+                          folders (imgclass's temporary files), the OUTPUT, and subfolders of annotated
+                          copies imgclass wrote (their first image's EXIF mark tells); names keep their path
+                          below the folder, so annotated copies keep the tree
     a quoted glob, a file the images it matches, or that image
     a ``.txt`` list       one path or URI a line (blank and ``#`` lines skipped), relative to the list
     a table               ``.parquet``, ``.csv`` or ``.jsonl``: its column of paths or URIs (pyarrow)
@@ -27,7 +27,7 @@ from typing import BinaryIO, Iterator, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
 from ..errors import ImgclassError, first_line
-from .images import IMAGE_SUFFIXES, OUTPUT_FOLDER_MARK, is_glob, is_image_path, natural_key
+from .images import IMAGE_SUFFIXES, is_annotated_copy, is_glob, is_image_path, natural_key
 
 LIST_SUFFIXES = {".txt"}
 TABLE_INPUT_SUFFIXES = {".parquet", ".csv", ".jsonl"}
@@ -137,15 +137,14 @@ def list_images(spec: str | Path, exclude: str | Path | None = None) -> list[Pat
 
 def _walk(folder: Path, skip: Path | None) -> Iterator[Path]:
     for root, dirs, files in os.walk(folder, followlinks=False):
-        if OUTPUT_FOLDER_MARK in files and Path(root) != folder:  # annotated copies imgclass wrote
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (skip is None or Path(root, d).resolve() != skip)]
+        images = sorted(Path(root, name) for name in files if not name.startswith(".")
+                        and Path(name).suffix.lower() in IMAGE_SUFFIXES and (skip is None or Path(root, name).resolve() != skip))
+        # A subfolder of annotated copies imgclass wrote (an earlier OUTPUT): its first image tells, one read a folder
+        if Path(root) != folder and images and is_annotated_copy(images[0]):
             dirs[:] = []
             continue
-        dirs[:] = [d for d in dirs if not d.startswith(".") and (skip is None or Path(root, d).resolve() != skip)]
-        for name in files:
-            path = Path(root, name)
-            if not name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and \
-                    (skip is None or path.resolve() != skip):
-                yield path
+        yield from images
 
 
 def is_uri(text: str) -> bool:
