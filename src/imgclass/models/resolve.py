@@ -61,10 +61,6 @@ class ModuleRef:
     name: str
     preprocess: Preprocess
 
-    @property
-    def spec(self):
-        raise ImgclassError(f"{self.name} is a torch module, not a registry network")
-
 
 ModelRef = NetworkRef | OnnxRef | ModuleRef
 

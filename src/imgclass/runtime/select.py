@@ -191,5 +191,6 @@ def _torch_cuda(model: ModelRef, device: str, precision: str, options: EngineOpt
 
 for _runtime in (Runtime("torch-cuda", lambda m, d, p: d == "cuda" and not isinstance(m, OnnxRef), _torch_cuda),
                  Runtime("onnxruntime", lambda m, d, p: p == "fp32" or d == "cuda", _onnxruntime),
-                 Runtime("openvino", lambda m, d, p: d == "cpu" and p in ("bf16", "int8", "auto"), _openvino)):
+                 Runtime("openvino", lambda m, d, p: d == "cpu" and p in ("bf16", "int8", "auto")
+                         and not isinstance(m, ModuleRef), _openvino)):
     register_runtime(_runtime, first=False)
