@@ -114,7 +114,7 @@ class SameSite:
 
     Example:
         >>> guard = SameSite("0.0.0.0", ["https://imgclass.example.com"])  # doctest: +SKIP
-        >>> guard.refusal(scope)  # None, or why a 403
+        >>> guard.refusal(scope)  # None, or why a 403  # doctest: +SKIP
     """
 
     def __init__(self, host: str, allow_origins: Iterable[str] = ()):

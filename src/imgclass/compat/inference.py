@@ -3,7 +3,7 @@
 Example:
     >>> from jetson_inference import imageNet
     >>> net = imageNet("efficientnet-lite0")                  # doctest: +SKIP
-    >>> class_idx, confidence = net.Classify(loadImage("cat.jpg"))
+    >>> class_idx, confidence = net.Classify(loadImage("cat.jpg"))  # doctest: +SKIP
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class Dataset:
 
     Example:
         >>> ds = find_dataset("data/hymenoptera")  # doctest: +SKIP
-        >>> ds.classes, len(ds.train), len(ds.val)
+        >>> ds.classes, len(ds.train), len(ds.val)  # doctest: +SKIP
         (['ants', 'bees'], 244, 153)
     """
 

@@ -42,7 +42,7 @@ def decode_images(samples: list[tuple[Path, int]], preprocess: Preprocess, worke
 
     Example:
         >>> images, bad = decode_images(ds.train, spec.preprocess)  # doctest: +SKIP
-        >>> images.pixels.shape
+        >>> images.pixels.shape  # doctest: +SKIP
         (244, 224, 224, 3)
     """
     def digest(path: Path) -> str | None:

@@ -54,7 +54,7 @@ class OpenVinoEngine:
 
     Example:
         >>> engine = OpenVinoEngine(Path("model.onnx").read_bytes(), "bf16", "model.onnx")  # doctest: +SKIP
-        >>> probs = engine.run(batch)  # (N, classes), like OnnxEngine.run
+        >>> probs = engine.run(batch)  # (N, classes), like OnnxEngine.run  # doctest: +SKIP
     """
 
     def __init__(self, model: bytes, precision: str, name: str, *, threads: int | None = None,

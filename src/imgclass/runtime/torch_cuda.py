@@ -45,7 +45,7 @@ class TorchEngine:
 
     Example:
         >>> engine = TorchEngine(build_model(get_spec("efficientnet-lite0")), spec.preprocess)  # doctest: +SKIP
-        >>> probs = engine.run(batch)                                                          # (N, 1000)
+        >>> probs = engine.run(batch)                                                          # (N, 1000)  # doctest: +SKIP
     """
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, device: str = "cuda", precision: str = "fp16",

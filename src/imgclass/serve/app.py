@@ -295,7 +295,7 @@ def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings(
 
     Example:
         >>> app = create_app([Classifier("efficientnet-lite0")], Settings(max_batch=8))  # doctest: +SKIP
-        >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+        >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
     """
     service = Service(classifiers, settings)
     middleware = [Middleware(MetricsMiddleware, metrics=service.metrics)]

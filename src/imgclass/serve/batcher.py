@@ -62,8 +62,8 @@ class MicroBatcher:
 
     Example:
         >>> batcher = MicroBatcher([net.probabilities], max_batch=16)  # doctest: +SKIP
-        >>> await batcher.start()                                       # in the event loop
-        >>> with batcher.admit(1) as ticket:
+        >>> await batcher.start()                                       # in the event loop  # doctest: +SKIP
+        >>> with batcher.admit(1) as ticket:  # doctest: +SKIP
         ...     [probs] = await ticket.infer([net.prepare(jpeg_bytes)])
     """
 

@@ -18,7 +18,7 @@ class Metrics:
 
     Example:
         >>> metrics = Metrics(batcher)  # doctest: +SKIP
-        >>> body, content_type = metrics.exposition()
+        >>> body, content_type = metrics.exposition()  # doctest: +SKIP
     """
 
     def __init__(self, batcher: MicroBatcher):

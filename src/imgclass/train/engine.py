@@ -20,7 +20,7 @@ the same steps as one (and a distributed run resumes on any number of processes)
 Example:
     >>> from imgclass.train import TrainConfig, train
     >>> summary = train(TrainConfig("data/hymenoptera", model_dir="runs/ants"))  # doctest: +SKIP
-    >>> summary["best_acc"]
+    >>> summary["best_acc"]  # doctest: +SKIP
     98.04
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
 
     Example:
         >>> [round(lr_at(s, 10, 2, 1.0), 2) for s in (0, 1, 2, 6, 10)]
-        [0.5, 1.0, 1.0, 0.35, 0.0]
+        [0.5, 1.0, 1.0, 0.5, 0.0]
     """
     if step < warmup:
         return peak * (step + 1) / warmup

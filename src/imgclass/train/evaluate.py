@@ -36,7 +36,7 @@ def open_scorer(model: str | Path, device: str = "auto") -> Scorer:
 
     Example:
         >>> scorer = open_scorer("runs/ants")  # doctest: +SKIP
-        >>> scorer.labels
+        >>> scorer.labels  # doctest: +SKIP
         ['ants', 'bees']
     """
     path = Path(model).expanduser()
@@ -119,7 +119,7 @@ def evaluate_dataset(dataset: str | Path, model: str | Path, split: str = "val",
 
     Example:
         >>> r = evaluate_dataset("data/hymenoptera", "efficientnet-lite0")  # doctest: +SKIP
-        >>> round(r["top1"], 1)
+        >>> round(r["top1"], 1)  # doctest: +SKIP
         98.0
     """
     model_dir = Path(model).parent if Path(model).is_file() else Path(model)
