@@ -1,4 +1,6 @@
-"""The public face: ``Classifier``, ``Prediction``, ``load_image``."""
+"""The public face: ``Classifier``, ``Prediction``, ``load_image``. A Classifier resolves the model
+(``models.resolve``), gets its engine from ``runtime.select.select_engine``, decodes files through
+``media.decode`` and reports the top-k classes."""
 from __future__ import annotations
 
 import os
@@ -48,7 +50,8 @@ def result_record(input: str, result: list[Prediction] | ImgclassError, **extra)
 
 
 class Classifier:
-    """An image classifier: a registry network or your own ONNX model, on ONNX Runtime.
+    """An image classifier: a registry network or your own ONNX model, on the engine that suits the
+    device and precision (ONNX Runtime, OpenVINO, torch on CUDA).
 
     Args:
         network: registry name (``imgclass models`` lists them); default efficientnet-lite0.
@@ -58,7 +61,8 @@ class Classifier:
         weights: a weights file for a registry network (else the installed/cached one is used).
         resize: "crop" (default for registry networks) or "stretch" (jetson's whole-frame resize).
         threads: CPU threads for inference (default: all cores).
-        device: "auto" (CUDA when there is one, else CPU), "cpu" or "cuda". On CUDA a registry
+        device: "auto" (the GPU where there is one and ``job`` pays for its start, else the CPU; see
+            ``runtime.select.resolve_device``), "cpu" or "cuda". On CUDA a registry
             network runs in torch (fp16, channels-last, CUDA graphs); an ONNX file runs on
             ONNX Runtime's CUDA/TensorRT providers when onnxruntime-gpu is installed.
         precision: on the CPU, "fp32" (ONNX Runtime; the same answers everywhere), "bf16" or "int8"
@@ -66,6 +70,8 @@ class Classifier:
             fastest of those within half a point of fp32's top-1, measured once and cached.
         calibration: images for int8's calibration (a folder, searched recursively, or a glob);
             default: a trained model's own train images. A registry network needs them.
+        job: what is known of the work (``runtime.base.Job``): how many image files, or a stream;
+            "auto" weighs it.
 
     Example:
         >>> net = Classifier("efficientnet-lite0")  # doctest: +SKIP
