@@ -16,7 +16,7 @@ from .errors import ImgclassError
 from .labels import imagenet_labels, read_labels
 from .media.decode import decode, decode_files
 from .media.images import load_image, save_image
-from .models.onnx import META_LABELS, META_NETWORK, META_SYNSETS, meta_json
+from .models.onnx import META_LABELS, META_NETWORK, META_SYNSETS, meta_labels
 from .models.resolve import OnnxRef, resolve_model
 from .parallel import prefetched
 from .runtime.base import EngineOptions, Job
@@ -90,8 +90,8 @@ class Classifier:
         self.preprocess = model_preprocess(self.model, meta, self.engine.input_size, resize)
         if isinstance(self.model, OnnxRef):
             self.network_name = meta.get(META_NETWORK) or self.model.name
-            self.labels = meta_json(meta, META_LABELS)
-            self.synsets = meta_json(meta, META_SYNSETS) or self.labels
+            self.labels = meta_labels(meta, META_LABELS, str(self.model.path))
+            self.synsets = meta_labels(meta, META_SYNSETS, str(self.model.path)) or self.labels
         else:
             self.network_name = self.model.name
             self.labels, self.synsets = imagenet_labels()

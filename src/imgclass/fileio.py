@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -18,6 +18,19 @@ def atomic_write(path: str | Path, write) -> Path:
     return Path(path)
 
 
+def check_writable(path: str | Path) -> None:
+    """Refuse, before any work, an output that could not be written at the end: a folder in a
+    read-only or virtual file system (/proc), a file where a folder should be, no permission.
+    Makes the missing folders above ``path``, as writing it would.
+
+    Raises:
+        ImgclassError: ``path`` cannot be created, in one line.
+    """
+    tmp = _temp_name(Path(path))
+    _create(Path(path), tmp)
+    tmp.unlink()
+
+
 @contextmanager
 def atomic_output(path: str | Path) -> Iterator[str]:
     """A temporary name beside ``path`` to write to; renamed onto ``path`` when the block ends
@@ -28,16 +41,9 @@ def atomic_output(path: str | Path) -> Iterator[str]:
         ...     write_video(tmp)
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _cannot_write(path, e) from None
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+    tmp = _temp_name(path)
     try:  # from before the file exists: a Ctrl-C at any point leaves no temporary file
-        try:  # created with the user's usual mode (0666 less the umask), as a plain open would
-            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-        except OSError as e:
-            raise _cannot_write(path, e) from None
+        _create(path, tmp)
         yield str(tmp)
         with open(tmp, "rb+") as f:  # on disk before the rename: a crash never leaves an empty file at path
             os.fsync(f.fileno())
@@ -46,8 +52,27 @@ def atomic_output(path: str | Path) -> Iterator[str]:
         except OSError as e:
             raise _cannot_write(path, e) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # not made (a file where its folder should be), or gone
+            tmp.unlink()
         raise
+
+
+def _temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+
+
+def _create(path: Path, tmp: Path) -> None:
+    """Make ``tmp``, the empty temporary file of ``path``, and the folders above it.
+
+    Raises:
+        ImgclassError: it cannot be made (``_cannot_write``).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # created with the user's usual mode (0666 less the umask), as a plain open would
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    except OSError as e:
+        raise _cannot_write(path, e) from None
 
 
 def _cannot_write(path: Path, error: OSError) -> ImgclassError:

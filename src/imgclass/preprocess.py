@@ -3,12 +3,17 @@ so training, export and inference always agree."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from .errors import ImgclassError, first_line
+
+MAX_SIZE = 4096  # the largest network input side: one image is then 200 MB of float32 (a model's metadata
+                 # saying 20000 would take 4 GB a row)
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
@@ -39,15 +44,48 @@ class Preprocess:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     channel_order: str = "rgb"
 
+    def __post_init__(self):
+        """Refuse settings that cannot work, whoever gives them (a model's metadata is anyone's text).
+
+        Raises:
+            ImgclassError: the first setting out of bounds, in words.
+        """
+        if not isinstance(self.size, int) or isinstance(self.size, bool) or not 1 <= self.size <= MAX_SIZE:
+            raise ImgclassError(f"input size {self.size!r} is outside 1..{MAX_SIZE}")
+        if self.resize not in ("crop", "stretch"):
+            raise ImgclassError(f"resize {self.resize!r} is not crop or stretch")
+        if not _number(self.crop_pct) or not 0 < self.crop_pct <= 1:
+            raise ImgclassError(f"crop_pct {self.crop_pct!r} is outside (0, 1]")
+        if self.interpolation not in _RESAMPLE:
+            raise ImgclassError(f"interpolation {self.interpolation!r} is not one of {', '.join(_RESAMPLE)}")
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if not isinstance(values, tuple) or len(values) != 3 or not all(_number(v) for v in values):
+                raise ImgclassError(f"{name} {values!r} is not 3 numbers")
+        if min(self.std) <= 0:
+            raise ImgclassError(f"std {self.std!r} is not above 0 (each channel is divided by it)")
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ImgclassError(f"channel_order {self.channel_order!r} is not rgb or bgr")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Preprocess":
-        d = json.loads(text)
-        for k in ("mean", "std"):
-            d[k] = tuple(d[k])
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+    def from_json(cls, text: str, where: str = "preprocessing settings") -> "Preprocess":
+        """Settings ``to_json`` wrote, read back (from a model's metadata, a checkpoint: ``where``).
+
+        Raises:
+            ImgclassError: not JSON, or settings missing, mistyped or out of bounds (``__post_init__``).
+        """
+        try:
+            d = json.loads(text)
+            for k in ("mean", "std"):
+                d[k] = tuple(d[k])
+            return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        except ImgclassError as e:
+            why = str(e)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as e:
+            why = f"not the settings imgclass writes: {type(e).__name__} {first_line(e, 80)}"
+        raise ImgclassError(f"{where}: {why}")
 
     @property
     def decode_size(self) -> int:
@@ -107,3 +145,8 @@ class Preprocess:
 
     def batch(self, images: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         return self.normalize(np.stack([self.resize_and_crop(im) for im in images]))
+
+
+def _number(value: object) -> bool:
+    """A finite int or float (JSON's numbers; not a bool, not nan)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -63,8 +63,8 @@ class Shards:
         return gaps
 
     def save(self, span: tuple[int, int], table: pa.Table) -> None:
-        """Keep the rows of ``span`` (its part first, then the manifest naming it)."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Keep the rows of ``span`` (its part first, then the manifest naming it; atomic_write makes the
+        folder, and says in one line why it cannot)."""
         atomic_write(self._part(span), lambda tmp: pq.write_table(table, tmp))
         self.done = sorted(self.done + [span])
         manifest = {"fingerprint": self.fingerprint, "total": self.total, "done": self.done}

@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 
 from ..classifier import Prediction
 from ..errors import ImgclassError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_writable
 from ..media.images import check_replaceable
+from ..runtime.cache import file_sha256
 from . import TABLE_SUFFIXES
 
 SCHEMA = pa.schema([
@@ -24,7 +25,13 @@ SCHEMA = pa.schema([
     ("confidences", pa.list_(pa.float32())),  # softmax, 0..1: the network's own float32 values
     ("error", pa.string()),                   # why the image was skipped; null when it was classified
 ])
-META_KEY = b"imgclass"  # Parquet key-value metadata: what made the table; marks it as imgclass's own
+# What marks a table as imgclass's own, so that it may be replaced. Parquet: a key of the file's key-value
+# metadata, which travels with the file and which readers skip. CSV and JSON lines have no such place
+# (a comment line breaks pyarrow's and pandas' default readers, an extra JSON line is a bogus row), and
+# their header is no mark (a user's file may have the same columns): a hidden file beside the table
+# holds the sha256 of the bytes imgclass wrote; a table edited or replaced since no longer matches.
+META_KEY = b"imgclass"  # Parquet key-value metadata: what made the table
+MARK_SUFFIX = ".imgclass"  # CSV / JSON lines: ``.results.csv.imgclass`` beside ``results.csv``
 LIST_SEPARATOR = ";"    # CSV cells of lists: "950;951", "orange;lemon", "0.97;0.01"
 
 
@@ -44,8 +51,11 @@ def write_results(path: Path, parts: Iterable[pa.Table], about: dict) -> None:
     Args:
         about: what made the table (network, top-k, threshold); kept in a Parquet file's metadata.
     """
-    write = WRITERS[Path(path).suffix.lower()]
+    path = Path(path)
+    write = WRITERS[path.suffix.lower()]
     atomic_write(path, lambda tmp: write(tmp, parts, about))
+    if path.suffix.lower() != ".parquet":
+        atomic_write(mark_path(path), lambda tmp: Path(tmp).write_text(file_sha256(path)))
 
 
 def _write_parquet(path: str, parts: Iterable[pa.Table], about: dict) -> None:
@@ -86,24 +96,28 @@ WRITERS: dict[str, Callable[[str, Iterable[pa.Table], dict], None]] = {
 assert set(WRITERS) == set(TABLE_SUFFIXES)
 
 
+def mark_path(path: Path) -> Path:
+    """The hidden file that marks a CSV or JSON-lines table as imgclass's (see MARK_SUFFIX)."""
+    return path.with_name(f".{path.name}{MARK_SUFFIX}")
+
+
 def is_results_table(path: Path) -> bool:
-    """Whether ``path`` is a results table imgclass wrote: Parquet with its metadata key, or CSV /
-    JSON lines that begin with its columns."""
+    """Whether ``path`` is a results table imgclass wrote, unchanged since: Parquet with its metadata
+    key, CSV / JSON lines whose bytes are those its mark file records."""
     try:
         if path.suffix.lower() == ".parquet":
             return META_KEY in (pq.read_schema(path).metadata or {})
-        with open(path, encoding="utf-8") as f:
-            first = f.readline().rstrip("\r\n")
-        if path.suffix.lower() == ".csv":
-            return first == ",".join(SCHEMA.names)
-        return list(json.loads(first)) == SCHEMA.names
-    except (OSError, ValueError, TypeError, pa.ArrowException):
+        with open(mark_path(path), encoding="utf-8") as f:
+            mark = f.read(100)  # a digest: whatever else is there is no mark
+        return mark == file_sha256(path)
+    except (OSError, ValueError, pa.ArrowException):
         return False
 
 
 def check_output(path: Path, inputs: set[tuple[int, int]]) -> None:
     """Refuse to write the table over an input file (``file_ids``), a folder, or a file that is not a
-    results table imgclass wrote.
+    results table imgclass wrote; or where it cannot be written (a read-only folder, /proc, a file
+    used as a folder): before any image is classified, not when the first part is kept.
 
     Raises:
         ImgclassError: ``path`` must not be written.
@@ -114,3 +128,4 @@ def check_output(path: Path, inputs: set[tuple[int, int]]) -> None:
     if path.exists() and not is_results_table(path):
         raise ImgclassError(f"{path}: OUTPUT already exists and is not a results table imgclass wrote, so it is "
                             "left alone; delete it or give another OUTPUT")
+    check_writable(path)  # its parts (Shards) are written beside it

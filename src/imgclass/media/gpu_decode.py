@@ -16,7 +16,7 @@ from torchvision.ops import roi_align
 from ..errors import ImgclassError
 from ..parallel import prefetched
 from ..preprocess import Preprocess
-from .images import open_image
+from .images import check_regular_file, open_image
 
 # nvJPEG batches decoded side by side. On the H200 end to end (benchmarks/cuda_end_to_end.py, one run):
 # 1 thread 5,172-5,599 img/s, 2: 5,083-5,316, 4: 4,262-5,178, 8: 4,639-4,707 (an earlier session
@@ -81,6 +81,7 @@ def _read(path: Path) -> torch.Tensor | ImgclassError:
     """A JPEG's bytes (1-D uint8, for nvJPEG), another format decoded on the CPU (CHW uint8), or the error."""
     try:
         if path.suffix.lower() in (".jpg", ".jpeg"):
+            check_regular_file(path)  # reading a FIFO would wait for ever
             return read_file(str(path))
         return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)
     except ImgclassError as e:

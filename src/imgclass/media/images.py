@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
+import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -17,6 +19,14 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what media
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
 EXIF_SOFTWARE = 0x0131
 ANNOTATED_BY = "imgclass"  # the mark of files imgclass writes (EXIF Software, a video's comment): the only ones it replaces
+# The most pixels an image is decoded to: a decompression bomb (a 20 KB PNG of 169 megapixels) would
+# take seconds and a gigabyte each, under Pillow's own limit. A JPEG above it is decoded at a reduced
+# DCT scale that fits (a 100 MP photo as 25 MP); other formats cannot reduce, and are refused from
+# their header, before any decoding. IMGCLASS_MAX_PIXELS overrides it.
+MAX_PIXELS_ENV = "IMGCLASS_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 40_000_000
+# Pillow's warning at open of a large image: max_pixels governs here (a JPEG of 100 MP decodes reduced).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 def natural_key(path: str | Path) -> list:
@@ -28,30 +38,87 @@ def is_glob(text: str) -> bool:
     return any(c in text for c in "*?[")
 
 
+def max_pixels() -> int:
+    """The most pixels an image is decoded to: ``$IMGCLASS_MAX_PIXELS``, else DEFAULT_MAX_PIXELS.
+
+    Raises:
+        ImgclassError: the variable is not a whole number of 1 or more.
+    """
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdecimal() or int(text) < 1:
+        raise ImgclassError(f"{MAX_PIXELS_ENV}={text}: give the most pixels an image may have, e.g. 40000000")
+    return int(text)
+
+
+def check_regular_file(path: Path) -> None:
+    """Refuse what is not a plain file before it is opened: opening a FIFO waits for a writer for
+    ever (deaf to SIGTERM), a device reads without end.
+
+    Raises:
+        ImgclassError: a FIFO, device, socket or folder; a missing or unreachable file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImgclassError(f"{path}: file not found; check the path") from None
+    except OSError as e:  # no permission on its folder, a name too long
+        raise ImgclassError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not stat.S_ISREG(mode):
+        kind = "a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise ImgclassError(f"{path}: not a regular file ({kind}), not an image")
+
+
+def _reduce(image: Image.Image, min_size: int | None, limit: int, where: str | Path) -> None:
+    """Set ``image`` (opened, not decoded) to decode at the smallest size it allows, or refuse it.
+
+    A JPEG gets DCT scaling (1/2, 1/4, 1/8): as far as ``limit`` pixels need, and further while its
+    short side stays >= ``min_size``; any other format over ``limit`` is refused from its header.
+
+    Raises:
+        ImgclassError: over ``limit`` pixels even so (``where`` names it).
+    """
+    w, h = image.size
+    if image.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with a second picture inside
+        k = next((k for k in (1, 2, 4, 8) if (w // k) * (h // k) <= limit), 8)  # the reduction the limit needs
+        want = (w // k, h // k)
+        if min_size and min_size * k < min(w, h):
+            scale = min_size / min(w, h)
+            want = (min(want[0], int(w * scale) + 1), min(want[1], int(h * scale) + 1))
+        if want != (w, h):
+            image.draft("RGB", want)  # the largest reduction whose size stays >= want
+            w, h = image.size
+    if w * h > limit:
+        raise ImgclassError(f"{where}: {w}x{h} pixels, more than the {limit:,} imgclass decodes (a decompression "
+                            f"bomb, or a huge scan); scale it down, or raise {MAX_PIXELS_ENV}")
+
+
 def open_image(path: str | Path | bytes, min_size: int | None = None, name: str = "image") -> Image.Image:
-    """Decode an image file to an RGB PIL image, upright (EXIF orientation applied).
+    """Decode an image file to an RGB PIL image, upright (EXIF orientation applied), of at most
+    ``max_pixels()`` pixels (a larger JPEG is decoded at a reduced scale; another image is refused).
 
     Args:
         path: the file, or its encoded bytes (an upload; error messages then call it ``name``).
         min_size: when given, a JPEG may be decoded at a reduced scale (DCT scaling, much
             faster on large photos) as long as its short side stays >= min_size.
+
+    Raises:
+        ImgclassError: missing, not a regular file, not an image, corrupt, or too large.
     """
+    limit = max_pixels()
     data = path if isinstance(path, bytes) else None
     path = name if data is not None else Path(path)
+    if data is None:
+        check_regular_file(path)
     try:
         image = Image.open(io.BytesIO(data) if data is not None else path)
-        if min_size and image.format == "JPEG":
-            w, h = image.size
-            scale = min_size / min(w, h)
-            if scale < 1:
-                image.draft("RGB", (int(w * scale) + 1, int(h * scale) + 1))
+        _reduce(image, min_size, limit, path)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # in place: otherwise it copies every upright photo
         return image if image.mode == "RGB" else image.convert("RGB")
     except FileNotFoundError:
         raise ImgclassError(f"{path}: file not found; check the path") from None
-    except IsADirectoryError:
-        raise ImgclassError(f"{path}: is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ImgclassError(f"{path}: not an image, or a format Pillow cannot read") from None
     except Image.DecompressionBombError:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..errors import ImgclassError, first_line
+from ..labels import check_labels
 from ..preprocess import Preprocess
 
 INPUT_NAME, OUTPUT_NAME = "input_0", "output_0"
@@ -93,9 +94,29 @@ def pick_name(names: list[str], wanted: str | None, what: str, flag: str) -> str
     return wanted
 
 
-def meta_json(metadata: dict[str, str], key: str):
-    """A JSON value of a model's metadata (labels, synsets), or None when the model has none."""
-    return json.loads(metadata[key]) if key in metadata else None
+def meta_json(metadata: dict[str, str], key: str, name: str):
+    """A JSON value of model ``name``'s metadata, or None when the model has none.
+
+    Raises:
+        ImgclassError: the value is not JSON.
+    """
+    if key not in metadata:
+        return None
+    try:
+        return json.loads(metadata[key])
+    except (ValueError, RecursionError) as e:  # RecursionError: "[[[[..." nested past Python's stack
+        raise ImgclassError(f"{name}: its metadata '{key}' is not valid JSON ({first_line(e, 80)}); "
+                            "export the model again") from None
+
+
+def meta_labels(metadata: dict[str, str], key: str, name: str) -> list[str] | None:
+    """The class names a model's metadata lists under ``key`` (labels, synsets), or None.
+
+    Raises:
+        ImgclassError: not JSON, or not class names (``labels.check_labels``).
+    """
+    value = meta_json(metadata, key, name)
+    return None if value is None else check_labels(value, f"{name}: metadata '{key}'")
 
 
 class OnnxHeader:
@@ -122,9 +143,16 @@ def _last_dim(value) -> int | None:
     return dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
 
 
-def preprocess_from(metadata: dict[str, str], input_size: int | None) -> Preprocess:
-    """An ONNX model's preprocessing: what imgclass's export wrote in its metadata, else jetson's
-    (the whole frame stretched to the input size, ImageNet mean/std)."""
+def preprocess_from(metadata: dict[str, str], input_size: int | None, name: str = "model") -> Preprocess:
+    """Model ``name``'s preprocessing: what imgclass's export wrote in its metadata, else jetson's
+    (the whole frame stretched to the input size, ImageNet mean/std).
+
+    Raises:
+        ImgclassError: settings that are malformed or out of bounds (``Preprocess.check``).
+    """
     if META_PREPROCESS in metadata:
-        return Preprocess.from_json(metadata[META_PREPROCESS])
-    return Preprocess(size=input_size or 224, resize="stretch")
+        return Preprocess.from_json(metadata[META_PREPROCESS], f"{name}: metadata '{META_PREPROCESS}'")
+    try:
+        return Preprocess(size=input_size or 224, resize="stretch")
+    except ImgclassError as e:  # an input side out of bounds
+        raise ImgclassError(f"{name}: {e}") from None

@@ -84,12 +84,17 @@ def read_entry(path: Path) -> bytes | None:
         return None
     if is_sealed(data):
         return data
-    warn(f"{path}: damaged cache entry ({len(data)} bytes); rebuilding it")
+    discard_entry(path, f"{len(data)} bytes")
+    return None
+
+
+def discard_entry(path: Path, why: str) -> None:
+    """Say that the entry at ``path`` is damaged (``why``) and remove it, so that the caller rebuilds it."""
+    warn(f"{path}: damaged cache entry ({why}); rebuilding it")
     try:
         path.unlink()
     except OSError:  # a read-only cache: write_entry says so
         pass
-    return None
 
 
 def write_entry(path: Path, data: bytes) -> bytes:

@@ -26,7 +26,7 @@ from ..data import decode_images, find_dataset
 from ..errors import ImgclassError, first_line
 from ..media.inputs import list_images
 from ..preprocess import Preprocess
-from .cache import cache_key, engine_path, read_entry, unsealed, warn, write_entry
+from .cache import cache_key, discard_entry, engine_path, read_entry, unsealed, warn, write_entry
 
 MAX_TOP1_DROP = 0.005  # half a point of top-1
 CALIBRATION_IMAGES = 200  # MinMax ranges settle well before this; more only costs calibration time
@@ -209,10 +209,9 @@ def auto_choice(source: SourceModel, preprocess: Preprocess, calibration, build:
                     f"onnxruntime {ort.__version__}", preprocess.to_json(), *candidates,
                     *fingerprints(calibration_paths), *fingerprints(check))
     path = engine_path(source.stem, key, ".precision.json")
-    saved = read_entry(path)
+    saved = cached_choice(path, candidates)
     if saved is not None:
-        saved = json.loads(unsealed(saved))
-        return saved["choice"], saved["report"], {}
+        return *saved, {}
     warn(f"--precision auto: measuring {', '.join(candidates)} on this CPU, checked on "
          f"{f'{len(check)} {what}' if check else 'no images'} (first run only; cached in {path.parent})")
     engines = {p: build(p) for p in candidates}
@@ -227,6 +226,25 @@ def auto_choice(source: SourceModel, preprocess: Preprocess, calibration, build:
         report["skipped"] = "int8 not chosen: no images to check it on (--calibration FOLDER)"
     write_entry(path, json.dumps({"choice": choice, "report": report}).encode())
     return choice, report, {choice: engines[choice]}
+
+
+def cached_choice(path: Path, candidates: list[str]) -> tuple[str, dict] | None:
+    """``auto``'s choice and report cached at ``path``, or None: none there, or an entry that is whole
+    (sealed) but not what ``auto_choice`` writes (another version's, or edited), which is removed to be
+    measured again: a run never fails on its cache."""
+    entry = read_entry(path)
+    if entry is None:
+        return None
+    try:
+        saved = json.loads(unsealed(entry))
+        choice, report = saved["choice"], saved["report"]
+        if choice not in candidates:
+            raise ValueError(f"choice {str(choice)[:20]!r}")
+        describe(choice, report)  # reads every field a run uses
+        return choice, report
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
+        discard_entry(path, f"not a choice of --precision auto: {type(e).__name__} {first_line(e, 60)}")
+        return None
 
 
 def check_images(dataset: str | None, calibration_paths: list[Path]) -> tuple[list[Path], list[int] | None, str]:

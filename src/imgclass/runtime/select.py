@@ -115,8 +115,10 @@ def model_preprocess(model: ModelRef, metadata: dict[str, str], input_size: int 
     (``preprocess_from``), with ``--resize`` overriding either."""
     if isinstance(model, ModuleRef):
         base = model.preprocess
+    elif isinstance(model, NetworkRef):
+        base = model.spec.preprocess
     else:
-        base = model.spec.preprocess if isinstance(model, NetworkRef) else preprocess_from(metadata, input_size)
+        base = preprocess_from(metadata, input_size, str(model.path))
     return replace(base, resize=resize) if resize else base
 
 

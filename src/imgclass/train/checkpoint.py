@@ -3,6 +3,8 @@ reads them and a checkpoint from an untrusted source cannot run code. Written at
 from __future__ import annotations
 
 import io
+import pickle
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -49,12 +51,19 @@ def load_checkpoint(path: str | Path) -> dict:
     if path.stat().st_size == 0:
         raise ImgclassError(f"{path}: empty file (0 bytes), not a checkpoint; its copy or download was cut short: "
                             f"use another {CHECKPOINT} or {BEST}")
+    not_ours, fix = f"{path}: not a training checkpoint imgclass wrote", f"give {CHECKPOINT} or {BEST} from a run"
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt file or one holding code: the message says which
+        with warnings.catch_warnings():  # torch warns of a file in its legacy format: the error says it all
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # Python objects beyond tensors and plain data, which could run code: never loaded, and torch's
+        # advice to load them anyway (weights_only=False) is not passed on
+        raise ImgclassError(f"{not_ours} (it holds Python objects, which imgclass never loads); {fix}") from None
+    except Exception as e:  # a corrupt or cut-short file
         raise ImgclassError(f"{path}: cannot load checkpoint ({first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "state_dict" not in state:
-        raise ImgclassError(f"{path}: not an imgclass training checkpoint; give {CHECKPOINT} or {BEST} from a run")
+        raise ImgclassError(f"{not_ours}; {fix}")
     return state
 
 
