@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import socket
 import threading
@@ -36,7 +35,6 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .errors import ImgclassError
 
-log = logging.getLogger("imgclass.web")
 
 MB = 2 ** 20
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
