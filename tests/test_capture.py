@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -233,11 +232,7 @@ def server(tmp_path):
     app = CaptureApp(Dataset(tmp_path / "ds"), LiveFeed(frames), source_name="synthetic", model_dir=tmp_path / "model")
     app.feed.wait(timeout=10)  # a busy machine may not have run the feed's thread yet
     with CaptureServer(app, "127.0.0.1", 0) as srv:
-        thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        thread.start()
         yield srv
-        srv.shutdown()
-    thread.join(5)
 
 
 def call(server, method: str, path: str, body: bytes | None = None,
@@ -272,16 +267,16 @@ def test_api_capture_undo_and_refusals(server, tmp_path):
 def test_requests_other_sites_could_forge_are_refused(server, tmp_path):
     status, state = call(server, "POST", "/api/capture?set=train&class=cup", b"", headers={})
     assert status == 403 and "X-Imgclass" in state["error"]
-    status, state = call(server, "GET", "/api/state", headers={"Host": f"evil.example:{server.server_address[1]}"})
+    status, state = call(server, "GET", "/api/state", headers={"Host": f"evil.example:{server.port}"})
     assert status == 403 and "evil.example" in state["error"]
-    status, state = call(server, "GET", "/api/state", headers={"Host": f"localhost:{server.server_address[1]}"})
+    status, state = call(server, "GET", "/api/state", headers={"Host": f"localhost:{server.port}"})
     assert status == 200
     assert not (tmp_path / "ds" / "train").exists()
 
 
 def test_a_busy_port_is_one_clear_error(server):
     with pytest.raises(ImgclassError, match="cannot listen on 127.0.0.1:.*pick another --port"):
-        CaptureServer(server.app, "127.0.0.1", server.server_address[1])
+        CaptureServer(server.app, "127.0.0.1", server.port)
 
 
 def test_mjpeg_stream_sends_jpeg_parts(server):

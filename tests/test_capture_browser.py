@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -32,13 +31,7 @@ TIMEOUT_MS = 15_000
 def serving(app: CaptureApp):
     """The app on a free 127.0.0.1 port for the block; shut down and closed after it."""
     with CaptureServer(app, "127.0.0.1", 0) as server:
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        thread.start()
-        try:
-            yield server
-        finally:
-            server.shutdown()
-            thread.join(5)
+        yield server
 
 
 @contextmanager

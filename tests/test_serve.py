@@ -384,7 +384,7 @@ def uvicorn_thread(app):
     """The app on a real uvicorn, in a thread, on a free 127.0.0.1 port."""
     import uvicorn
 
-    from imgclass.cli.serve import listen
+    from imgclass.webstack import listen
 
     sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))

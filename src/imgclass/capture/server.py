@@ -1,7 +1,5 @@
-"""The capture page's web server: the page, the live MJPEG stream and a small JSON API.
-
-Standard library only (``http.server``): the page is used by one person at a time, so a
-threaded server is plenty, and nothing needs installing on a headless box.
+"""The capture page's web server: the page, the live MJPEG stream and a small JSON API, a Starlette
+app on uvicorn in a background thread (``webstack``: the same stack and checks as ``imgclass serve``).
 
 Routes:
     GET  /                      the page (static/index.html, app.js, style.css)
@@ -15,6 +13,9 @@ Routes:
     POST /api/undo              delete the last capture
     POST /api/train             run `imgclass train` + `imgclass export`
     POST /api/predict           scores on the JPEG in the body
+
+Errors are JSON ``{"error": ...}``: 400 bad input, 403 a request another site could forge (a foreign
+Host or Origin, or a POST without the ``X-Imgclass`` header), 404, 413 a body over 32 MB.
 """
 from __future__ import annotations
 
@@ -23,24 +24,28 @@ import logging
 import mimetypes
 import threading
 from dataclasses import replace
-from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from typing import Callable
-from urllib.parse import parse_qs, urlsplit
+from typing import Awaitable, Callable, Iterable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from ..errors import ImgclassError
 from ..media.options import SourceOptions
 from ..media.sources import open_source
-from ..media.webserver import LocalHandler, LocalServer, serve_mjpeg
+from ..webstack import BackgroundServer, mjpeg_response, page_app, run_blocking
 from .dataset import AUTO, SETS, Dataset, decode_jpeg
 from .feed import LiveFeed
 from .trainer import Preview, TrainJob, shell_line, train_commands
 
 log = logging.getLogger("imgclass.capture")
-MAX_BODY = 32 * 1024 * 1024  # a posted camera frame is well under this
+MAX_BODY_MB = 32  # a posted camera frame is well under this
 STATIC = resources.files("imgclass.capture").joinpath("static")
-API_HEADER = "X-Imgclass"  # every POST carries it (see Handler.refusal)
+API_HEADER = "X-Imgclass"  # every POST carries it (see api_post)
 
 
 class CaptureApp:
@@ -123,108 +128,108 @@ class CaptureApp:
             self.feed.close()
 
 
-class CaptureServer(LocalServer):
-    """A CaptureApp on ``host:port`` (port 0: any free port); ``url`` says where.
+class CaptureServer(BackgroundServer):
+    """A CaptureApp served on ``host:port`` (port 0: any free port) from a background thread;
+    ``url`` says where, ``close()`` stops it and closes the app.
+
+    Args:
+        allow_origins: other origins whose pages may use it (``--allow-origin``).
 
     Example:
         >>> with CaptureServer(app, "127.0.0.1", 0) as server:  # doctest: +SKIP
-        ...     threading.Thread(target=server.serve_forever, daemon=True).start()
         ...     print(server.url)
         http://127.0.0.1:40123/
     """
 
-    def __init__(self, app: CaptureApp, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: CaptureApp, host: str = "127.0.0.1", port: int = 0, allow_origins: Iterable[str] = ()):
         self.app = app
-        self.stopping = threading.Event()
-        super().__init__((host, port), Handler, "capture page")
+        self.stopping = threading.Event()  # streams end at their next frame
+        super().__init__(create_app(app, host, allow_origins, self.stopping), host, port, "capture page")
 
-    def shutdown(self) -> None:
-        self.stopping.set()  # streams end at their next frame
-        super().shutdown()
-
-    def server_close(self) -> None:
-        super().server_close()
-        self.app.close()
-
-
-class Handler(LocalHandler):
-    """The routes of the module docstring, behind LocalHandler's checks; errors answer ``{"error": ...}``."""
-
-    server: CaptureServer
-    max_body = MAX_BODY
-
-    def _dispatch(self, routes: dict) -> None:
-        url = urlsplit(self.path)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        route = routes.get(url.path)
+    def close(self) -> None:
+        self.stopping.set()
         try:
-            if route is None:
-                self.fail(HTTPStatus.NOT_FOUND, f"{url.path}: not found")
-            else:
-                route(query, self.body)
-        except ImgclassError as e:
-            self.fail(HTTPStatus.BAD_REQUEST, str(e))
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the page went away
-        except Exception as e:  # noqa: BLE001 - the page shows one line; the log keeps the traceback
-            log.exception("capture server error")
-            self.fail(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {e}")
+            super().close()
+        finally:
+            self.app.close()
 
-    def refusal(self) -> str | None:
-        """Besides Host and Origin (LocalHandler): a custom header on every POST, which a page of
-        another site cannot send without asking first (a CORS preflight this server never grants).
-        """
-        if self.command == "POST" and self.headers.get(API_HEADER) != "1":
-            return f"POST requests need the header '{API_HEADER}: 1'"
-        return super().refusal()
 
-    def do_GET(self) -> None:
-        app = self.server.app
-        self._dispatch({
-            "/": lambda q, b: self._static("index.html"),
-            "/app.js": lambda q, b: self._static("app.js"),
-            "/style.css": lambda q, b: self._static("style.css"),
-            "/stream.mjpg": lambda q, b: self._stream(),
-            "/api/state": lambda q, b: self.send_json(app.state()),
-            "/api/image": lambda q, b: self.send_body(app.dataset.resolve(q.get("path", "")).read_bytes(), "image/jpeg"),
-            "/api/predict": lambda q, b: self.send_json(app.predict(b"")),
-        })
+def create_app(app: CaptureApp, host: str, allow_origins: Iterable[str] = (),
+               stopping: threading.Event | None = None) -> Starlette:
+    """The routes of the module docstring over ``app``, with the Host and Origin rules of a server
+    listening on ``host``; MJPEG streams end when ``stopping`` is set."""
+    stopping = stopping or threading.Event()
 
-    def do_POST(self) -> None:
-        app = self.server.app
+    async def state(request: Request) -> JSONResponse:
+        return await _json(app.state)
 
-        def add_class(q, body):
-            app.dataset.add_class(_json_field(body, "name"))
-            self.send_json(app.state())
+    async def predict_live(request: Request) -> JSONResponse:
+        return await _json(app.predict, b"")
 
-        def undo(q, body):
-            app.dataset.undo()
-            self.send_json(app.state())
-
-        def train(q, body):
-            app.job.start()
-            self.send_json(app.state())
-
-        self._dispatch({
-            "/api/class": add_class,
-            "/api/capture": lambda q, b: self.send_json(app.capture(q.get("set", AUTO), q.get("class", ""),
-                                                                    _int(q.get("quality", "95"), "quality"), b)),
-            "/api/undo": undo,
-            "/api/train": train,
-            "/api/predict": lambda q, b: self.send_json(app.predict(b)),
-        })
-
-    def _static(self, name: str) -> None:
-        self.send_body(STATIC.joinpath(name).read_bytes(), mimetypes.guess_type(name)[0] or "application/octet-stream")
-
-    def _stream(self) -> None:
-        """multipart/x-mixed-replace: each part one JPEG, sent when the feed has a new frame."""
-        feed = self.server.app.feed
+    async def stream(request: Request) -> Response:
+        feed = app.feed
         if feed is None:
             raise ImgclassError("this server has no input of its own; use the browser's camera")
-        stopping = self.server.stopping
-        serve_mjpeg(self, lambda seq: feed.jpeg(after=seq, timeout=1.0),
-                    lambda: not (stopping.is_set() or feed.stopped or feed.error))
+        return mjpeg_response(lambda seq: feed.jpeg(after=seq, timeout=0.5),
+                              lambda: not (stopping.is_set() or feed.stopped or feed.error))
+
+    async def image(request: Request) -> Response:
+        path = app.dataset.resolve(request.query_params.get("path", ""))
+        return _bytes(await run_blocking(path.read_bytes), "image/jpeg")
+
+    def add_class(request: Request, body: bytes) -> dict:
+        app.dataset.add_class(_json_field(body, "name"))
+        return app.state()
+
+    def capture(request: Request, body: bytes) -> dict:
+        q = request.query_params
+        return app.capture(q.get("set", AUTO), q.get("class", ""), _int(q.get("quality", "95"), "quality"), body)
+
+    def undo(request: Request, body: bytes) -> dict:
+        app.dataset.undo()
+        return app.state()
+
+    def train(request: Request, body: bytes) -> dict:
+        app.job.start()
+        return app.state()
+
+    routes = [*(Route(path, _static(name)) for path, name in (("/", "index.html"), ("/app.js", "app.js"),
+                                                               ("/style.css", "style.css"))),
+              Route("/stream.mjpg", stream), Route("/api/state", state), Route("/api/image", image),
+              Route("/api/predict", predict_live),
+              *(Route(path, api_post(handler), methods=["POST"])
+                for path, handler in (("/api/class", add_class), ("/api/capture", capture), ("/api/undo", undo),
+                                      ("/api/train", train), ("/api/predict", lambda r, body: app.predict(body))))]
+    return page_app(routes, host, allow_origins, max_body_mb=MAX_BODY_MB)
+
+
+def api_post(handler: Callable[[Request, bytes], dict | list]) -> Callable[[Request], Awaitable[JSONResponse]]:
+    """A POST route answering ``handler(request, body)`` as JSON (in the executor: it touches disk or
+    runs the model), for requests that carry ``X-Imgclass: 1``: a header a page of another site
+    cannot send without asking first (a CORS preflight this server never grants). Checked before
+    the body is read, so a refused request never gets ``100 Continue``."""
+    async def endpoint(request: Request) -> JSONResponse:
+        if request.headers.get(API_HEADER) != "1":
+            raise HTTPException(403, f"POST requests need the header '{API_HEADER}: 1'")
+        body = await request.body()
+        return await _json(handler, request, body)
+    return endpoint
+
+
+async def _json(fn: Callable, *args) -> JSONResponse:
+    return JSONResponse(await run_blocking(fn, *args), headers={"Cache-Control": "no-store"})
+
+
+def _bytes(body: bytes, content_type: str) -> Response:
+    return Response(body, media_type=content_type, headers={"Cache-Control": "no-store"})
+
+
+def _static(name: str) -> Callable[[Request], Awaitable[Response]]:
+    """A route answering the packaged file ``static/name``."""
+    async def endpoint(request: Request) -> Response:
+        return _bytes(STATIC.joinpath(name).read_bytes(), mimetypes.guess_type(name)[0] or "application/octet-stream")
+    return endpoint
+
 
 def _json_field(body: bytes, key: str) -> str:
     try:
@@ -243,11 +248,12 @@ def _int(text: str, what: str) -> int:
         raise ImgclassError(f"{what} {text!r} is not a whole number") from None
 
 
-def serve(app: CaptureApp, host: str = "127.0.0.1", port: int = 0,
+def serve(app: CaptureApp, host: str = "127.0.0.1", port: int = 0, allow_origins: Iterable[str] = (),
           ready: Callable[[CaptureServer], None] | None = None) -> None:
-    """Serve ``app`` until Ctrl-C (or ``server.shutdown()`` from another thread), then clean up.
+    """Serve ``app`` until Ctrl-C (or ``server.close()`` from another thread), then clean up.
 
     Args:
+        allow_origins: other origins whose pages may use it (``--allow-origin``).
         ready: called with the server once it listens; by default its URL is printed.
 
     Example:
@@ -255,13 +261,12 @@ def serve(app: CaptureApp, host: str = "127.0.0.1", port: int = 0,
         open http://127.0.0.1:8090/
     """
     try:
-        server = CaptureServer(app, host, port)
+        server = CaptureServer(app, host, port, allow_origins)
     except ImgclassError:
         app.close()
         raise
     try:
         (ready or (lambda s: print(f"open {s.url}", flush=True)))(server)
-        server.serve_forever(poll_interval=0.2)
+        server.wait()
     finally:
-        server.stopping.set()
-        server.server_close()
+        server.close()

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser, jetson: bool = False) -> None:
     page = p.add_argument_group("web page")
     page.add_argument("--host", default="127.0.0.1", help="address the page listens on (0.0.0.0: every machine that can reach this one)")
     page.add_argument("--port", type=int, default=CAPTURE_PORT, help="port of the page (0: any free port)")
+    page.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                      help="another origin whose pages may use this one, e.g. https://lab.example.com (repeatable); "
+                           "its own names and addresses are always allowed")
     page.add_argument("--model-dir", default=None, metavar="DIR",
                       help="where the page's Train button puts the model (default: models/<dataset folder name>)")
     extract = p.add_argument_group("no page: extract frames of a video file into one class")
@@ -80,11 +83,11 @@ def run(args) -> int:
     def ready(server) -> None:
         print(f"imgclass capture: open {server.url} in a browser; saving to {dataset.root} (Ctrl-C to stop)", flush=True)
         if args.host in ("127.0.0.1", "localhost"):
-            port = server.server_address[1]
+            port = server.port
             print(f"  from another machine: ssh -L {port}:127.0.0.1:{port} <this host>, then open the same URL", flush=True)
 
     try:
-        capture.serve(app, args.host, args.port, ready=ready)
+        capture.serve(app, args.host, args.port, args.allow_origin, ready=ready)
     except KeyboardInterrupt:
         pass  # Ctrl-C is how the page is closed, not an error
     print(f"imgclass capture: {dataset.root} holds {plural(dataset.total(), 'image')}; "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
-import socket
 import sys
 from dataclasses import replace
 
@@ -64,6 +63,7 @@ def run(args) -> int:
 
         from ..serve import Settings, create_app
         from ..serve.app import nodelay_http_protocol
+        from ..webstack import listen
     except ModuleNotFoundError as e:
         raise ImgclassError(f"imgclass serve needs {e.name}: pip install 'imgclass[serve]'") from None
     if args.workers < 1:
@@ -105,12 +105,3 @@ def run(args) -> int:
         raise ImgclassError("the server did not start; see uvicorn's message above")
     print("imgclass: server stopped (the requests in flight were answered first)", file=sys.stderr)
     return 0
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A listening socket (bound here, so the printed address has the real port when --port is 0)."""
-    try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-        return socket.create_server((host, port), family=family)
-    except OSError as e:
-        raise ImgclassError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port or --host") from None

@@ -2,7 +2,8 @@
 any browser, no display needed), or a native window where there is a screen.
 
 Pages of the web view: ``/`` (the page), ``/stream.mjpg`` (multipart JPEG stream),
-``/frame.jpg`` (the latest frame) and ``/status`` (the status line as text).
+``/frame.jpg`` (the latest frame) and ``/status`` (the status line as text); a Starlette app on
+uvicorn in a background thread (``webstack``: the same stack and checks as the other servers).
 """
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ import logging
 import os
 import queue
 import threading
-from http import HTTPStatus
 
 import cv2
 import numpy as np
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from ..errors import ImgclassError
+from ..webstack import BackgroundServer, mjpeg_response, page_app, run_blocking
 from .options import LIVEVIEW_PORT, SinkOptions
 from .sink import Sink
-from .webserver import LocalHandler, LocalServer, serve_mjpeg
 
 log = logging.getLogger("imgclass.media")
 
@@ -66,10 +71,9 @@ class LiveView(Sink):
         self._status = ""
         self._changed = threading.Condition()
         self._closed = False
-        self._server = LocalServer((host, port), self._handler(), "live view")
+        self._server = BackgroundServer(self._app(host), host, port, "live view")
         self.url = self._server.url
         self.description = f"live view {self.url}"
-        threading.Thread(target=self._server.serve_forever, name="liveview", daemon=True).start()
         log.warning(f"live view at {self.url} (Ctrl-C to stop)")
 
     def write(self, image: np.ndarray, timestamp: float | None = None) -> None:
@@ -85,8 +89,7 @@ class LiveView(Sink):
             self._closed = True
             with self._changed:
                 self._changed.notify_all()
-            self._server.shutdown()
-            self._server.server_close()
+            self._server.close()
 
     def _latest(self, after: int, timeout: float) -> tuple[int, bytes | None]:
         """Wait for a frame newer than ``after``; returns (seq, JPEG), or (after, None) on timeout/close."""
@@ -101,32 +104,28 @@ class LiveView(Sink):
                 self._jpeg = buf.tobytes()
             return self._seq, self._jpeg
 
-    def _handler(self):
-        view = self
+    def _app(self, host: str) -> Starlette:
+        """The web view's routes (module docstring), with the Host and Origin rules of a server on ``host``."""
+        page = _PAGE.format(title=html.escape("imgclass live view"))
+        no_store = {"Cache-Control": "no-store"}
 
-        class Handler(LocalHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/":
-                    self.send_body(_PAGE.format(title=html.escape("imgclass live view")).encode(),
-                                   "text/html; charset=utf-8")
-                elif path == "/status":
-                    self.send_body(view._status.encode(), "text/plain; charset=utf-8")
-                elif path == "/frame.jpg":
-                    _, jpeg = view._latest(0, timeout=10)
-                    if jpeg is None:
-                        self.fail(HTTPStatus.SERVICE_UNAVAILABLE, "no frame yet")
-                    else:
-                        self.send_body(jpeg, "image/jpeg")
-                elif path == "/stream.mjpg":
-                    self._stream()
-                else:
-                    self.fail(HTTPStatus.NOT_FOUND, f"{path}: not found")
+        async def index(request: Request) -> Response:
+            return HTMLResponse(page, headers=no_store)
 
-            def _stream(self) -> None:
-                serve_mjpeg(self, lambda seq: view._latest(seq, timeout=1.0), lambda: not view._closed)
+        async def status(request: Request) -> Response:
+            return PlainTextResponse(self._status, headers=no_store)
 
-        return Handler
+        async def frame(request: Request) -> Response:
+            _, jpeg = await run_blocking(self._latest, 0, 10)
+            if jpeg is None:
+                raise HTTPException(503, "no frame yet")
+            return Response(jpeg, media_type="image/jpeg", headers=no_store)
+
+        async def stream(request: Request) -> Response:
+            return mjpeg_response(lambda seq: self._latest(seq, 0.5), lambda: not self._closed)
+
+        return page_app([Route("/", index), Route("/status", status), Route("/frame.jpg", frame),
+                         Route("/stream.mjpg", stream)], host)
 
 
 class WindowSink(Sink):

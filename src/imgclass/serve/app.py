@@ -41,7 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..classifier import Classifier, Prediction, result_record
 from ..errors import ImgclassError
-from ..webstack import RequestLimits, SameSite, origin_of
+from ..webstack import ERROR_HANDLERS, RequestLimits, SameSite, json_error, origin_of, set_nodelay
 from . import oip
 from .batcher import MicroBatcher, QueueFull
 from .metrics import Metrics, MetricsMiddleware
@@ -275,21 +275,6 @@ class ApiKeyMiddleware:
         return hmac.compare_digest(given.encode("latin-1"), self.key)
 
 
-def _error(status: int, headers: dict | None = None):
-    def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse({"error": str(exc)}, status, headers=headers)
-    return handler
-
-
-def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
-
-
-def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the server's log (Starlette re-raises after this answer); the client gets one line.
-    return JSONResponse({"error": f"internal error ({type(exc).__name__}: {exc}); see the server's log"}, 500)
-
-
 def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings()) -> Starlette:
     """The server app over one model's replicas (each gets a batch loop and a thread of its own).
 
@@ -303,8 +288,7 @@ def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings(
         middleware.append(Middleware(ApiKeyMiddleware, key=settings.api_key))
     middleware.append(Middleware(RequestLimits, max_body_mb=settings.max_body_mb,
                                  max_inflight_mb=settings.max_inflight_mb, body_timeout_s=settings.body_timeout_s))
-    handlers = {ImgclassError: _error(400), QueueFull: _error(503, {"Retry-After": "1"}),
-                HTTPException: _http_error, Exception: _internal_error}
+    handlers = {**ERROR_HANDLERS, QueueFull: json_error(503, {"Retry-After": "1"})}
     app = Starlette(routes=service.routes(), middleware=middleware, exception_handlers=handlers,
                     lifespan=service.lifespan)
     app.state.service = service
@@ -321,15 +305,3 @@ def nodelay_http_protocol():
             super().connection_made(transport)
 
     return NoDelayH11Protocol
-
-
-def set_nodelay(transport) -> None:
-    """TCP_NODELAY on a connection. asyncio leaves Nagle's algorithm on for accepted sockets, and
-    uvicorn writes a response's head and body separately: on a kept-alive connection the body then
-    waits for the client's delayed ACK, 40 ms a request (measured at one client: 56-60 ms a request,
-    13.6 ms with this)."""
-    import socket
-
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
