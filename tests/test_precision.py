@@ -145,7 +145,7 @@ def test_a_trained_model_calibrates_on_its_train_images_and_auto_checks_on_its_v
     assert [p[0].label for _, p, _ in net.classify_files(sorted((dataset / "val" / "blue").iterdir()))] == ["blue"] * 3
     capsys.readouterr()
     imgclass.Classifier(model=run_dir, device="cpu", precision="auto")
-    assert "checked on 6 labeled val images" in capsys.readouterr().err
+    assert "comparing their top-1 on 6 labeled val images" in capsys.readouterr().err
 
 
 def test_the_crop_resizes_only_what_it_keeps(images_dir):
