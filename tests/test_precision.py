@@ -91,14 +91,14 @@ def test_auto_measures_once_and_caches_its_choice(tiny, capsys, monkeypatch):
     net = imgclass.Classifier(model=model, labels=labels, device="cpu", precision="auto", calibration=photos)
     assert net.precision in cpu_precisions()
     err = capsys.readouterr().err
-    assert "--precision auto: measuring fp32" in err and "on 4 calibration images" in err
+    assert "--precision auto: timing fp32" in err and "on 4 calibration images" in err
     assert f"--precision auto chose {net.precision} (" in err
     with monkeypatch.context() as patch:
         patch.setattr(precision, "choose", lambda *a: pytest.fail("measured again"))
         again = imgclass.Classifier(model=model, labels=labels, device="cpu", precision="auto", calibration=photos)
     assert again.precision == net.precision
     err = capsys.readouterr().err
-    assert "measuring" not in err and f"--precision auto chose {net.precision} (" in err
+    assert "timing" not in err and f"--precision auto chose {net.precision} (" in err
     assert [p[0].label for _, p, _ in again.classify_files(sorted(photos.iterdir()))] == ["red", "red", "blue", "blue"]
 
 
