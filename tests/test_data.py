@@ -130,12 +130,15 @@ def test_a_stale_split_keeps_its_assignments_and_places_new_images_by_content(tm
     assert current.split_saved and not current.warnings and current.val == again.val
 
 
-def test_warns_about_a_one_class_labels_list_and_a_class_only_in_val(tmp_path):
+def test_refuses_a_one_class_labels_list_and_warns_about_a_class_only_in_val(tmp_path):
     for split in ("train", "val"):
-        make_images(tmp_path / split / "red", COLOURS["red"], 2, seed=0)
-    make_images(tmp_path / "val" / "green", (30, 220, 30), 2, seed=1)
+        for k, (name, colour) in enumerate(COLOURS.items()):
+            make_images(tmp_path / split / name, colour, 2, seed=k)
+    make_images(tmp_path / "val" / "green", (30, 220, 30), 2, seed=2)
     (tmp_path / "labels.txt").write_text("red\n")
+    with pytest.raises(ImgclassError, match="lists 1 class\\(es\\); a classifier needs at least 2"):
+        find_dataset(tmp_path)
+    (tmp_path / "labels.txt").write_text("red\nblue\n")
     ds = find_dataset(tmp_path)
-    assert ds.classes == ["red"] and len(ds.warnings) == 2, ds.warnings
-    assert "lists only 1 class (red)" in ds.warnings[0]
-    assert "val/green has images but there is no" in ds.warnings[1] and "not trained" in ds.warnings[1]
+    assert ds.classes == ["red", "blue"] and len(ds.warnings) == 1, ds.warnings
+    assert "val/green has images but there is no" in ds.warnings[0] and "not trained" in ds.warnings[0]

@@ -91,14 +91,14 @@ def test_auto_measures_once_and_caches_its_choice(tiny, capsys, monkeypatch):
     net = imgclass.Classifier(model=model, labels=labels, device="cpu", precision="auto", calibration=photos)
     assert net.precision in cpu_precisions()
     err = capsys.readouterr().err
-    assert "--precision auto: measuring fp32" in err and "on 4 calibration images" in err
+    assert "--precision auto: timing fp32" in err and "on 4 calibration images" in err
     assert f"--precision auto chose {net.precision} (" in err
     with monkeypatch.context() as patch:
         patch.setattr(precision, "choose", lambda *a: pytest.fail("measured again"))
         again = imgclass.Classifier(model=model, labels=labels, device="cpu", precision="auto", calibration=photos)
     assert again.precision == net.precision
     err = capsys.readouterr().err
-    assert "measuring" not in err and f"--precision auto chose {net.precision} (" in err
+    assert "timing" not in err and f"--precision auto chose {net.precision} (" in err
     assert [p[0].label for _, p, _ in again.classify_files(sorted(photos.iterdir()))] == ["red", "red", "blue", "blue"]
 
 
@@ -145,7 +145,7 @@ def test_a_trained_model_calibrates_on_its_train_images_and_auto_checks_on_its_v
     assert [p[0].label for _, p, _ in net.classify_files(sorted((dataset / "val" / "blue").iterdir()))] == ["blue"] * 3
     capsys.readouterr()
     imgclass.Classifier(model=run_dir, device="cpu", precision="auto")
-    assert "checked on 6 labeled val images" in capsys.readouterr().err
+    assert "comparing their top-1 on 6 labeled val images" in capsys.readouterr().err
 
 
 def test_the_crop_resizes_only_what_it_keeps(images_dir):

@@ -147,6 +147,7 @@ def run(args) -> int:
     targets = sink.targets(paths) if sink is not None else [None] * len(paths)  # refusals come before any work
     net = Classifier(**ClassifierConfig.from_args(args).options(), job=Job(images=len(paths)))
     start, failed, first = time.perf_counter(), 0, None
+    score = SubfolderScore(net.labels if args.model is not None and Path(args.input).is_dir() else [])
     results = net.classify_files(paths, args.topk, args.threshold, args.batch_size, keep_images=sink is not None)
     for (path, preds, image), target in zip(tqdm(results, total=len(paths), unit="img", file=sys.stderr, leave=False,
                                                  disable=None if len(paths) > 20 else True), targets):
@@ -157,6 +158,7 @@ def run(args) -> int:
             print(json.dumps(result_record(str(path), preds)) if args.json else f"imgclass: skipped: {preds}",
                   file=sys.stdout if args.json else sys.stderr, flush=True)
             continue
+        score.add(path, preds)
         if sink is not None:
             sink.write(draw_overlay(image, overlay_lines(preds)), target)
         if args.json:
@@ -169,9 +171,33 @@ def run(args) -> int:
                    (len(paths) - 1) / max(time.perf_counter() - first, 1e-6))
     if len(paths) > 1:
         print(f"imgclass: {len(paths) - failed} of {len(paths)} images classified in {seconds:.1f} s "
-              f"({len(paths) / seconds:.1f} img/s) with {net.network_name} ({net.engine.precision})"
+              f"({len(paths) / seconds:.1f} img/s) with {net.network_name} ({net.precision})" + score.summary()
               + (f"; {failed} skipped (listed above)" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+class SubfolderScore:
+    """Top-1 accuracy over the images whose folder is named after one of the model's classes: a
+    dataset folder classified with its own model scores itself, as ``imgclass eval`` does.
+
+    Args:
+        labels: the model's classes; [] scores nothing (not a folder of a trained model's dataset).
+    """
+
+    def __init__(self, labels: list[str]):
+        self.labels, self.hits, self.count = set(labels), 0, 0
+
+    def add(self, path: Path, predictions) -> None:
+        """Count one classified image (``predictions`` best first; none above --threshold is a miss)."""
+        if Path(path).parent.name in self.labels:
+            self.count += 1
+            self.hits += bool(predictions) and predictions[0].label == Path(path).parent.name
+
+    def summary(self) -> str:
+        """"; top-1 95.0% on 20 images in class folders", or "" when no image was in one."""
+        if not self.count:
+            return ""
+        return f"; top-1 {self.hits / self.count:.1%} on {self.count} images in class folders"
 
 
 def streams_out(output: str | None) -> bool:

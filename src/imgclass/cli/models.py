@@ -19,17 +19,18 @@ def run(args) -> int:
     for spec in list_specs():
         weights = find_weights(spec)
         rows.append({"name": spec.name, "installed": weights is not None, "input_size": spec.preprocess.size,
-                     "imagenet_top1": spec.top1, "default": spec.name == DEFAULT_NETWORK,
+                     "imagenet_top1": spec.top1, "params_millions": spec.params, "default": spec.name == DEFAULT_NETWORK,
                      "weights": str(weights) if weights else None, "how_to_get": None if weights else how_to_get(spec)})
     if args.json:
         for row in rows:
             print(json.dumps(row))
         return 0
-    print(f"{'network':<20}{'installed':<11}{'input':<7}{'top-1':<7}")
+    print(f"{'network':<20}{'installed':<11}{'input':<7}{'params':<9}{'top-1':<7}")
     for r in rows:
         top1 = f"{r['imagenet_top1']:.1f}" if r["imagenet_top1"] else "-"
+        size = f"{r['params_millions']:.1f}M" if r["params_millions"] else "-"
         mark = "  (default)" if r["default"] else ""
-        print(f"{r['name']:<20}{'yes' if r['installed'] else 'no':<11}{r['input_size']:<7}{top1:<7}{mark}")
+        print(f"{r['name']:<20}{'yes' if r['installed'] else 'no':<11}{r['input_size']:<7}{size:<9}{top1:<7}{mark}")
     missing = [r for r in rows if not r["installed"]]
     if missing:
         print(f"\n{len(missing)} networks have no weights here; imgclass never downloads. For each: "

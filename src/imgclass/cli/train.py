@@ -67,7 +67,8 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    fresh = TrainConfig(**{"model_dir": str(Path("models") / Path(args.dataset).resolve().name), **given})
+    # named as typed ("data/fruit/" and "." work), not after a symlinked dataset's target
+    fresh = TrainConfig(**{"model_dir": str(Path("models") / Path(os.path.abspath(args.dataset)).name), **given})
     if args.evaluate:
         from ..train.evaluate import evaluate_dataset
         from .eval import print_result
@@ -111,8 +112,9 @@ def run(args) -> int:
     from ..export.run import export_run
 
     # The run ends ready to use: `classify --model RUN` works at once (export stays for int8 and --jetson).
+    print(flush=True)  # the line ends before the export's messages on stderr
     exported = export_run(cfg.model_dir)
-    print(f"\nimgclass: exported {exported['path']} (ONNX Runtime agrees with PyTorch on {exported['images']} val "
+    print(f"imgclass: exported {exported['path']} (ONNX Runtime agrees with PyTorch on {exported['images']} val "
           f"images); classify with: imgclass classify IMAGES --model {shlex.quote(str(cfg.model_dir))}")
     return 0
 

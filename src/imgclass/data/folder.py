@@ -62,7 +62,7 @@ def find_dataset(root: str | Path, val_split: float = 0.2, split_file: str | Pat
             (images added since are placed by content, images gone are dropped: ``follow_split``).
 
     Raises:
-        ImgclassError: no such folder, no class folders, labels.txt naming a missing folder, a bad split file.
+        ImgclassError: no such folder, fewer than 2 classes, labels.txt naming a missing folder, a bad split file.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -107,9 +107,9 @@ def _class_names(root: Path, train_dir: Path, warnings: list[str]) -> list[str]:
         extra = [f for f in folders if f not in classes]
         if extra:
             warnings.append(f"folder(s) {', '.join(extra)} in {train_dir} are not in labels.txt and are ignored")
-        if len(classes) == 1:
-            warnings.append(f"{root / 'labels.txt'} lists only 1 class ({classes[0]}), so the model will answer "
-                            f"{classes[0]} for every image; list 2 or more classes")
+        if len(classes) < 2:  # one class trains to a "100%" model that answers it for every image
+            raise ImgclassError(f"{root / 'labels.txt'}: lists {len(classes)} class(es); a classifier needs at least "
+                                "2: list 2 or more classes, each with a folder of images")
         return classes
     if len(folders) < 2:
         raise ImgclassError(f"{train_dir}: found {len(folders)} class folder(s); a classifier needs at least 2 "

