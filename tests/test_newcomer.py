@@ -54,3 +54,21 @@ def test_the_api_takes_encoded_bytes_and_says_what_it_is(classifier, tmp_path):
         assert str(e) == "image 0: not an image, or a format Pillow cannot read"
     else:
         raise AssertionError("no error for bytes that are not an image")
+
+
+def test_a_trained_run_is_served_under_its_folder_name(tiny_run, tmp_path):
+    """`serve --model models/hymenoptera` answers at /v2/models/hymenoptera, not under the network's
+    description with spaces in it."""
+    import pytest
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+
+    from imgclass.export.run import export_run
+    from imgclass.serve import Settings, create_app
+
+    run = Path(shutil.copytree(tiny_run, tmp_path / "hymenoptera"))
+    export_run(run)
+    with TestClient(create_app([imgclass.Classifier(model=run)], Settings())) as client:
+        meta = client.get("/v2/models/hymenoptera")
+        assert meta.status_code == 200 and meta.json()["name"] == "hymenoptera"
+        assert client.get("/v2/models/hymenoptera/ready").json()["ready"] is True

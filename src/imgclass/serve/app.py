@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..classifier import Classifier, Prediction, result_record
 from ..errors import ImgclassError
+from ..models.resolve import RUN_MODEL, OnnxRef
 from ..webstack import ERROR_HANDLERS, RequestLimits, SameSite, json_error, origin_of, set_nodelay
 from . import oip
 from .batcher import MicroBatcher, QueueFull
@@ -87,6 +89,27 @@ class Settings:
                 raise ImgclassError(message)
 
 
+RUN_STEM = RUN_MODEL.removesuffix(".onnx")
+
+
+def model_id(net: Classifier) -> str:
+    """The model's name in v2 URLs (``/v2/models/NAME``), letters, digits and ``._-`` only: a registry
+    network's name; an ONNX file's stem, or for a training run's own file (model.onnx, model-int8.onnx)
+    its run folder's name, so ``serve --model models/hymenoptera`` serves ``hymenoptera``, not
+    "efficientnet-lite0 trained on hymenoptera" (which would need %20s).
+
+    Example:
+        >>> re.sub(r"[^A-Za-z0-9._-]+", "-", "efficientnet-lite0 trained on ants").strip("-")
+        'efficientnet-lite0-trained-on-ants'
+    """
+    name = net.network_name
+    if isinstance(net.model, OnnxRef):
+        path = net.model.path
+        name = path.parent.name + path.stem.removeprefix("model") if path.stem in (RUN_STEM, f"{RUN_STEM}-int8") \
+            else path.stem
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
 class Service:
     """What the routes share: the model's replicas, the batcher, the decode threads, the metrics."""
 
@@ -95,7 +118,7 @@ class Service:
             raise ImgclassError("the server needs at least one classifier")
         settings.check()
         self.net, self.settings = classifiers[0], settings  # replicas of one model: any one decodes and labels
-        self.name = self.net.network_name
+        self.name = model_id(self.net)
         self.batcher = MicroBatcher([c.probabilities for c in classifiers], max_batch=settings.max_batch,
                                     timeout_s=settings.batch_timeout_ms / 1000, max_queue=settings.max_queue)
         self.metrics = Metrics(self.batcher)
