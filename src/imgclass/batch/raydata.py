@@ -14,10 +14,14 @@ may fail because of actor arguments in the object store: Ray Data's own argument
 from __future__ import annotations
 
 import logging
+import os
 import re
 import socket
-from contextlib import contextmanager
+import subprocess
+import sys
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -29,10 +33,12 @@ from ..errors import ImgclassError, first_line
 from ..runtime.base import Job
 from ..runtime.select import resolve_device
 from ..media.inputs import ImageRef
+from . import guardian as guardian_script
 from .rows import classify_rows
 from .table import SCHEMA
 
 ACTORS_START_S = 600       # time for the actor pool to start (an autoscaling cluster adds nodes)
+AUTH_MODE = "RAY_AUTH_MODE"  # Ray's switch for token authentication: "token" or "disabled"
 
 
 class ClassifyActor:
@@ -153,7 +159,8 @@ def actor_plan(ray, device: str, threads: int | None, actors: int | None) -> tup
 @contextmanager
 def ray_session(address: str):
     """The ``ray`` module, connected: to the caller's session if there is one (left open), else to
-    ``address`` ("local": a new Ray on this machine, no dashboard), shut down when the block ends.
+    ``address``, shut down when the block ends. "local": a new Ray on this machine, no dashboard, under a
+    ``guardian`` so that none of its processes outlives this one; "auto": the cluster Ray finds here.
 
     Raises:
         ImgclassError: Ray is not installed, or the cluster cannot be reached.
@@ -166,18 +173,89 @@ def ray_session(address: str):
     if ray.is_initialized():
         yield ray
         return
-    if address not in ("local", "auto"):
+    if address == "auto":
+        address = running_cluster()
+    if address != "local":
         check_listening(address)
-    local = {"include_dashboard": False} if address == "local" else {}
+        token_auth(ray)
+    with guardian(ray) if address == "local" else nullcontext():
+        local = {"include_dashboard": False} if address == "local" else {}
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, **local)
+        except (ConnectionError, ValueError, RuntimeError, ray.exceptions.RayError) as e:
+            raise ImgclassError(f"cannot join the Ray cluster at {address} ({first_line(e)}); start one with "
+                                "`ray start --head`, or give --ray alone for a Ray on this machine") from None
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+def running_cluster() -> str:
+    """The address ``--ray auto`` stands for, found as Ray finds it (RAY_ADDRESS, else the cluster that
+    ``ray start`` last started here, as its temp folder records, else a GCS process running here), and
+    answering: ``ray.init`` would retry an address left by a dead cluster for two minutes.
+
+    Raises:
+        ImgclassError: no cluster found, or a dead one.
+    """
+    from ray._private import services  # Ray's lookup for "auto"
+
+    logger = logging.getLogger(services.__name__)
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # not its warning of several clusters here: the error below says which
     try:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, **local)
-    except (ConnectionError, ValueError, RuntimeError) as e:
-        raise ImgclassError(f"cannot join the Ray cluster at {address} ({first_line(e)}); start one with "
-                            "`ray start --head`, or give --ray alone for a Ray on this machine") from None
-    try:
-        yield ray
+        address = services.get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise ImgclassError("--ray auto: no Ray cluster runs on this machine; start one with `ray start --head`, "
+                            "or give --ray alone for a Ray of this run") from None
     finally:
-        ray.shutdown()
+        logger.setLevel(level)
+    try:
+        check_listening(address)
+    except ImgclassError as e:
+        raise ImgclassError(f"--ray auto: {e}") from None
+    return address
+
+
+def token_auth(ray) -> None:
+    """Switch Ray's token authentication on to join a cluster, as ``ray start --head`` did to start it:
+    when RAY_AUTH_MODE is unset and a token is at hand (RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH
+    names, or ~/.ray/auth_token, which a local ``ray.init`` writes). ``ray.init`` does so itself for
+    address "auto" but not for an explicit one, and then fails after 20 s ("Failed to connect"). A cluster
+    without authentication ignores the token; an explicit RAY_AUTH_MODE stands. The setting stays for
+    this process and those it starts, as Ray's own does.
+    """
+    raylet = ray._raylet
+    if not hasattr(raylet, "AuthenticationTokenLoader") or AUTH_MODE in os.environ or not token_at_hand():
+        return  # a Ray before 2.52 (no token authentication), a mode chosen, or no token
+    os.environ[AUTH_MODE] = "token"
+    raylet.Config.initialize("")  # Ray read RAY_AUTH_MODE at import: read it again, as Ray does for "auto"
+
+
+def token_at_hand() -> bool:
+    """Whether one of the token sources Ray documents holds a token."""
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token"
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or Path(path).is_file()
+
+
+@contextmanager
+def guardian(ray) -> Iterator[None]:
+    """A ``guardian`` process for the local Ray started in the block: once the block ends, or this
+    process dies (by SIGKILL too), it kills whatever of that Ray is left. Linux only (it reads /proc);
+    elsewhere Ray's own clean-up alone.
+    """
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    # Its own session: a Ctrl-C at the terminal reaches the driver, not the guardian.
+    watch = subprocess.Popen([sys.executable, guardian_script.__file__, os.path.dirname(ray.__file__)],
+                             stdin=subprocess.PIPE, start_new_session=True)
+    try:
+        yield
+    finally:
+        watch.stdin.close()
+        watch.wait(timeout=guardian_script.SWEEP_S + 5)
 
 
 def check_listening(address: str, timeout: float = 5.0) -> None:
