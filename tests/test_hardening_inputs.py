@@ -206,10 +206,10 @@ def test_a_sealed_but_malformed_precision_choice_is_rebuilt(tmp_path, monkeypatc
     capsys.readouterr()
     net = imgclass.Classifier(**options)
     err = capsys.readouterr().err
-    assert f"{entry}: damaged cache entry (not a choice of --precision auto" in err and "measuring" in err
+    assert f"{entry}: damaged cache entry (not a choice of --precision auto" in err and "timing" in err
     assert net.precision in ("fp32", "bf16", "int8")
     imgclass.Classifier(**options)
-    assert "measuring" not in capsys.readouterr().err, "the rebuilt entry is used"
+    assert "timing" not in capsys.readouterr().err, "the rebuilt entry is used"
 
 
 def test_a_pickle_given_as_a_checkpoint_is_refused_without_torchs_hint(tmp_path):

@@ -115,8 +115,7 @@ def test_model_is_resolved_by_one_function(seen, tiny_run, tmp_path):
     imgclass.Classifier(model=run)
     open_scorer(run)
     open_scorer(run / "model_best.pth.tar")
-    # eval's scorer resolves the folder, then its Classifier the model.onnx it names: the same function
-    assert seen["resolved"] == [str(run), str(run), str(run / "model.onnx"), str(run / "model_best.pth.tar")]
+    assert seen["resolved"] == [str(run), str(run), str(run / "model_best.pth.tar")]
 
 
 def test_a_new_runtime_is_one_registration(tmp_path):

@@ -17,7 +17,7 @@ from .labels import imagenet_labels, read_labels
 from .media.decode import decode, decode_files
 from .media.images import load_image, save_image
 from .models.onnx import META_LABELS, META_NETWORK, META_SYNSETS, meta_labels
-from .models.resolve import OnnxRef, resolve_model
+from .models.resolve import ModelRef, OnnxRef, resolve_model
 from .parallel import prefetched
 from .runtime.base import EngineOptions, Job
 from .runtime.select import model_preprocess, select_engine
@@ -55,7 +55,8 @@ class Classifier:
 
     Args:
         network: registry name (``imgclass models`` lists them); default efficientnet-lite0.
-        model: path to an ONNX file instead (labels and preprocessing read from its metadata).
+        model: path to an ONNX file or a run folder instead (labels and preprocessing read from its
+            metadata), or a ``models.resolve`` reference already resolved.
         labels: labels file overriding the model's (jetson format or one class per line).
         input_blob, output_blob: tensor names, for ONNX files with several inputs/outputs.
         weights: a weights file for a registry network (else the installed/cached one is used).
@@ -79,7 +80,8 @@ class Classifier:
         [Prediction(index=950, label='orange', confidence=0.97)]
     """
 
-    def __init__(self, network: str | None = None, *, model: str | Path | None = None, labels: str | Path | None = None,
+    def __init__(self, network: str | None = None, *, model: str | Path | ModelRef | None = None,
+                 labels: str | Path | None = None,
                  input_blob: str | None = None, output_blob: str | None = None, weights: str | Path | None = None,
                  resize: str | None = None, threads: int | None = None, device: str = "auto",
                  precision: str = "fp32", calibration: str | Path | None = None, job: Job = Job()):

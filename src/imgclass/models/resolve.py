@@ -65,19 +65,23 @@ class ModuleRef:
 ModelRef = NetworkRef | OnnxRef | ModuleRef
 
 
-def resolve_model(network: str | None = None, model: str | Path | None = None,
-                  weights: str | Path | None = None) -> ModelRef:
+def resolve_model(network: str | None = None, model: str | Path | ModelRef | None = None,
+                  weights: str | Path | None = None, checkpoints: bool = False) -> ModelRef | Path:
     """What ``--network NAME`` / ``--model PATH`` (and ``--weights FILE``) name: ``model`` when given
-    (an ONNX file, or a run folder's model.onnx), else the registry ``network`` (default
-    efficientnet-lite0) with its installed or given weights.
+    (an ONNX file, or a run folder's model.onnx; a ModelRef as it is), else the registry ``network``
+    (default efficientnet-lite0) with its installed or given weights. With ``checkpoints`` (``eval``,
+    which runs them in torch) a checkpoint, or a run folder's best one where it has no model.onnx, is
+    returned as its path.
 
     Raises:
         ImgclassError: an unknown network, weights that are missing or damaged, no such model file, or
             a PyTorch checkpoint / a run not exported yet (the message gives the export command).
     """
+    if isinstance(model, (NetworkRef, OnnxRef, ModuleRef)):
+        return model
     if model is not None:
-        path = model_file(model)
-        return OnnxRef(path, read_model(path))
+        path = model_file(model, checkpoints)
+        return OnnxRef(path, read_model(path)) if path.suffix == ".onnx" or not checkpoints else path
     spec = get_spec(network or DEFAULT_NETWORK)
     return NetworkRef(spec, read_weights(spec, weights))
 

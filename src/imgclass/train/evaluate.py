@@ -12,7 +12,7 @@ import numpy as np
 from ..data import SPLIT_FILE, decode_images, find_dataset
 from ..errors import ImgclassError
 from ..labels import imagenet_labels
-from ..models.resolve import ModuleRef, model_file
+from ..models.resolve import ModuleRef, OnnxRef, resolve_model
 from ..preprocess import Preprocess
 from . import report
 from .checkpoint import load_checkpoint, model_from_checkpoint
@@ -45,12 +45,13 @@ def open_scorer(model: str | Path, device: str = "auto") -> Scorer:
 
         net = Classifier(str(model), device=device)
         return Scorer(net.network_name, imagenet_labels()[0], net.preprocess, net.probabilities, imagenet=True)
-    path = model_file(path, checkpoints=True)
-    if path.suffix == ".onnx":
+    found = resolve_model(model=path, checkpoints=True)
+    if isinstance(found, OnnxRef):
         from ..classifier import Classifier
 
-        net = Classifier(model=path, device=device)
+        net = Classifier(model=found, device=device)
         return Scorer(net.network_name, list(net.labels), net.preprocess, net.probabilities)
+    path = found
     from ..runtime.cache import cache_key, file_sha256
     from ..runtime.select import select_engine
 
