@@ -69,9 +69,13 @@ def port_of(server: CaptureServer | LiveView) -> int:
     return urlsplit(server.url).port
 
 
-def exchange(port: int, data: bytes) -> bytes:
-    """Send raw bytes on one connection; everything the server answers until it closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+def exchange(port: int, data: bytes, sock: socket.socket | None = None) -> bytes:
+    """Send raw bytes on one connection (``sock``, made ahead, or a new one); everything the server
+    answers until it closes."""
+    if sock is not None:
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+    with sock or socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(data)
         chunks = []
         while chunk := sock.recv(65536):
@@ -295,13 +299,16 @@ def test_the_page_answers_while_300_stalled_connections_wait(server):
     # A child process holds the stalled sockets: its own descriptors, under the limit it starts with.
     staller = subprocess.Popen([sys.executable, "-c", STALLER, str(port), str(STALLED)], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, text=True)
+    # The page's visitor is another process in life; here it shares this one's descriptors with the
+    # server, so its socket is made before the stalled connections can use them all up.
+    probe = socket.socket()
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + HEADROOM, hard))
         staller.stdin.write("go\n")
         staller.stdin.flush()
         assert staller.stdout.readline() == "stalled\n"
         start = time.monotonic()
-        answer = exchange(port, request_bytes("GET", "/api/state", port))
+        answer = exchange(port, request_bytes("GET", "/api/state", port), probe)
         assert statuses(answer) == [200] and time.monotonic() - start < 5
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
