@@ -20,7 +20,7 @@ from ..errors import ImgclassError
 from ..flags import set_log_level
 from ..media.images import (VIDEO_SUFFIXES, ImageSink, check_replaceable, file_ids, is_image_path,
                             unquoted_glob_hint)
-from ..media.inputs import MediaInput, resolve_input
+from ..media.inputs import ImageList, MediaInput, resolve_input
 from ..media.options import add_media_arguments, sink_options, source_options
 from ..models import DEFAULT_NETWORK
 from ..models.jetson import stand_in
@@ -141,7 +141,7 @@ def run(args) -> int:
         raise ImgclassError(f"{args.output}: one image file for the frames of {args.input}; give a folder, or a "
                             "pattern like out_%i.jpg")
     if isinstance(found, MediaInput) or streams_out(args.output):
-        return run_frames(args)
+        return run_frames(args, found)
     paths = found.paths
     sink = ImageSink(args.output) if args.output else None
     targets = sink.targets(paths) if sink is not None else [None] * len(paths)  # refusals come before any work
@@ -205,7 +205,7 @@ def streams_out(output: str | None) -> bool:
     return output is not None and ("://" in output or Path(output).suffix.lower() in VIDEO_SUFFIXES)
 
 
-def run_frames(args) -> int:
+def run_frames(args, found: ImageList | MediaInput) -> int:
     """Videos, cameras and streams: the pipeline, one line (or JSON object) per frame."""
     from ..media.liveview import has_display
     from ..media.sinks import is_annotated_video, open_sink
@@ -220,7 +220,7 @@ def run_frames(args) -> int:
                           is_own=is_annotated_video if is_video else None)  # image outputs: ImageSink checks each
     if output is None and has_display() and not args.headless:
         output = "display://0"  # jetson shows video in a window when there is a screen
-    with sigterm_stops_like_ctrl_c() as terminated, open_source(args.input, source_options(args)) as source, \
+    with sigterm_stops_like_ctrl_c() as terminated, open_source(args.input, source_options(args), found) as source, \
             open_sink(output, sink_options(args), frame_rate=source.rate) as sink:
         net = Classifier(**ClassifierConfig.from_args(args).options(), job=Job(stream=True))
         bar = tqdm(total=args.max_frames or source.frame_count or None, unit="frame", disable=None, file=sys.stderr, leave=False)

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ImgclassError
 from .images import open_image
-from .inputs import ImageList, resolve_input
+from .inputs import ImageList, MediaInput, resolve_input
 from .options import SourceOptions, as_fraction
 
 log = logging.getLogger("imgclass.media")
@@ -65,7 +65,8 @@ class Frame:
     file: Path | None = None
 
 
-def open_source(uri: str | int | Path, options: SourceOptions | None = None, **overrides) -> "Source":
+def open_source(uri: str | int | Path, options: SourceOptions | None = None,
+                resolved: ImageList | MediaInput | None = None, **overrides) -> "Source":
     """Open any input: image file / directory / glob, video file, camera or stream.
 
     Args:
@@ -73,6 +74,7 @@ def open_source(uri: str | int | Path, options: SourceOptions | None = None, **o
             ``v4l2:///dev/video0``, ``0`` or ``csi://0`` (camera 0), ``rtsp://user:pass@host:8554/path``,
             ``rtp://@:1234`` (with ``codec``), ``http://host/stream.mjpg``.
         options: a SourceOptions; keyword ``overrides`` replace its fields (``width=640``).
+        resolved: what ``media.inputs.resolve_input`` made of ``uri`` already (a folder is walked once).
 
     Example:
         >>> with open_source("clip.mp4", loop=1) as source:  # doctest: +SKIP
@@ -81,11 +83,10 @@ def open_source(uri: str | int | Path, options: SourceOptions | None = None, **o
         0 0.0 (360, 640, 3)
     """
     opts = replace(options or SourceOptions(), **overrides)
-    text = str(uri)
-    found = resolve_input(text)
+    found = resolved or resolve_input(str(uri))
     if isinstance(found, ImageList):
-        return ImageSource(text, opts, found.paths)
-    return AVSource(text, opts)
+        return ImageSource(str(uri), opts, found.paths)
+    return AVSource(str(uri), opts)
 
 
 class Source:
