@@ -7,7 +7,7 @@ from importlib import import_module
 from ..models.resolve import BEST, CHECKPOINT
 from .config import TrainConfig
 
-_LAZY = {"train": "engine", "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint",
+_LAZY = {"train": "recipes", "load_checkpoint": "checkpoint", "model_from_checkpoint": "checkpoint",
          "resume_config": "checkpoint"}
 __all__ = ["BEST", "CHECKPOINT", "TrainConfig", *_LAZY]
 

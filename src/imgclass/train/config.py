@@ -25,13 +25,18 @@ class TrainConfig:
         weight_decay: AdamW's decoupled weight decay on the fine-tuned blocks.
         label_smoothing: for the fine-tuning loss.
         patience: stop after this many epochs without a better val accuracy.
-        workers: threads decoding images.
+        workers: threads decoding images (and with ``finetune="all"`` the DataLoader processes that decode
+            and augment the training images).
         resolution: network input side (default: the network's own, 224 for lite0).
         pretrained: start from ImageNet weights (without them the trunk's features are random).
         seed: seeds the shuffling of every epoch.
         val_split: fraction held out per class when the dataset has no val folder.
         device: "auto", "cpu" or "cuda" (mixed precision and channels-last on CUDA).
         weights: a weights file for ``arch`` instead of the installed one.
+        finetune: the recipe: "tail" (a head fit on the frozen trunk's cached features, then the last
+            block stage fine-tuned on cached activations: seconds on a CPU, best on small data) or "all"
+            (every layer trained on images streamed from disk with augmentation: large or unusual data,
+            a GPU; see ``finetune_all.py``).
     """
 
     dataset: str
@@ -50,3 +55,4 @@ class TrainConfig:
     val_split: float = 0.2
     device: str = "auto"
     weights: str | None = None
+    finetune: str = "tail"

@@ -18,7 +18,7 @@ trunk's activations of its shard, and each global batch is split over the ranks,
 the same steps as one (and a distributed run resumes on any number of processes).
 
 Example:
-    >>> from imgclass.train import TrainConfig, train
+    >>> from imgclass.train import TrainConfig, train  # recipes.train: this recipe, or the one cfg.finetune names
     >>> summary = train(TrainConfig("data/hymenoptera", model_dir="runs/ants"))  # doctest: +SKIP
     >>> summary["best_acc"]  # doctest: +SKIP
     98.04
@@ -43,12 +43,11 @@ from ..fileio import atomic_write
 from ..models import ModelSpec, get_spec
 from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
-from ..runtime.select import resolve_device
 from . import report
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
 from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
-                          quiet_unless_main, setup, shard, teardown)
+                          shard)
 from .head import choose_l2, fit_head, head_prior
 from .parts import Parts, split_model, trainable_tail_parameters
 
@@ -204,34 +203,9 @@ def _model_state(model: torch.nn.Module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int | None = None) -> dict:
-    """Train a classifier on ``cfg.dataset``; writes the run's files to ``cfg.model_dir``.
-
-    Args:
-        cfg: the run's settings; to continue a run with the checkpoint's own, build them with
-            ``resume_config`` (only the network, ``NETWORK_SETTINGS``, must stay the checkpoint's).
-        resume: a checkpoint.pth.tar to continue from.
-        start_epoch: the first epoch to run (default: the one after the checkpoint's).
-
-    Returns:
-        A summary: best val accuracy and epoch, each stage's accuracy, seconds, file paths.
-
-    Under torchrun (WORLD_SIZE > 1) every process calls this and gets the summary; rank 0 alone writes
-    files and prints.
-
-    Raises:
-        ImgclassError: bad dataset, network or checkpoint (one line, what to do).
-    """
-    world = setup(resolve_device(cfg.device))
-    try:
-        with quiet_unless_main(world):
-            return _train(cfg, world, resume, start_epoch)
-    finally:
-        teardown(world)
-
-
-def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
-    """``train`` as one of ``world``'s processes: data -> features -> head -> fine-tune -> report."""
+def train_tail(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
+    """The tail recipe (``recipes.train``'s default) as one of ``world``'s processes: data -> features ->
+    head -> fine-tune -> report."""
     started = time.perf_counter()
     run = start_run(cfg, world, resume)
     ds, train_images, val_images = prepare_data(run)
@@ -558,17 +532,28 @@ def first_epoch(run: Run, start_epoch: int | None) -> int:
 def report_best(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, features: Features,
                 ds: Dataset, started: float) -> dict:
     """The report step: the best model's val confusion matrix, the plots (rank 0), and the run's summary."""
-    # The final report is about the best model, which is what export and eval use.
+    load_best(run, model)
+    _, _, logits = evaluate(parts, features.val, features.y_val, run.world)
+    return summarize(run, record, ds, features.y_val.cpu().numpy(), logits.argmax(1).cpu().numpy(), started)
+
+
+def load_best(run: Run, model: torch.nn.Module) -> None:
+    """Load model_best into ``model``: the final report is about the best model, which export and eval use."""
     barrier(run.world)  # rank 0 has written it
     model.load_state_dict(load_checkpoint(run.model_dir / BEST)["state_dict"])
-    _, _, logits = evaluate(parts, features.val, features.y_val, run.world)
-    matrix = report.confusion(features.y_val.cpu().numpy(), logits.argmax(1).cpu().numpy(), len(ds.classes))
+
+
+def summarize(run: Run, record: RunRecord, ds: Dataset, y_true: np.ndarray, y_pred: np.ndarray,
+              started: float) -> dict:
+    """The best model's val confusion matrix from its predictions, the plots (rank 0), and the run's summary:
+    best val accuracy and epoch, each stage's best, seconds, the per-class table."""
+    matrix = report.confusion(y_true, y_pred, len(ds.classes))
     if run.world.main:
         report.plot_results(run.model_dir / "results.png", record.history)
         report.plot_confusion(run.model_dir / "confusion_matrix.png", ds.classes, matrix,
                               f"{ds.root.name} val, best epoch {record.best_epoch}: {record.best_acc:.2f}%")
-    stages = {stage: max(r["val_acc"] for r in record.history if r["stage"] == stage) for stage in ("head", "finetune")
-              if any(r["stage"] == stage for r in record.history)}
+    stages = {stage: max(r["val_acc"] for r in record.history if r["stage"] == stage)
+              for stage in dict.fromkeys(r["stage"] for r in record.history)}
     return {"best_acc": record.best_acc, "best_epoch": record.best_epoch, "stages": stages, "classes": ds.classes,
             "seconds": time.perf_counter() - started, "model_dir": str(run.model_dir),
             "table": report.per_class_table(ds.classes, matrix)}

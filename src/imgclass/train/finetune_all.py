@@ -1,0 +1,293 @@
+"""The streaming full fine-tune (``--finetune all``): every layer of the network trained on images read
+from disk and augmented each epoch, for data large, hard or unusual enough to pay for it. Memory stays
+flat in the dataset's size: per image only its path, label and digest are held, never its pixels.
+
+Recipe:
+- The head starts from the pretrained classifier's rows for classes named like ImageNet classes and
+  zeros for the others (``head.head_prior``); a zero row passes no gradient to the backbone, so the
+  first, warming-up steps move the head before they move the pretrained layers, with no feature pass.
+- AdamW on every layer (the head at ``HEAD_LR_SCALE`` x the learning rate, without weight decay), one
+  epoch of linear warmup then cosine (``lr_at``), label smoothing. BatchNorm statistics stay frozen
+  (eval mode, as in the tail recipe): a few images per process train as well as many, and N processes
+  take the same steps as one.
+- Train images: decoded as ``media.decode`` does, then torchvision v2 RandomResizedCrop, horizontal
+  flip and TrivialAugmentWide, in DataLoader worker processes (``--workers``). Each image's augmentation
+  comes from a generator seeded by (seed, epoch, index), and each epoch's order from (seed, epoch): the
+  same for any number of workers or processes, and a resumed run replays the epochs it lost exactly.
+- Val images: the network's own preprocessing through ``media.decode.decode_files`` (threads on the CPU,
+  nvJPEG and one batched resize on CUDA), so val accuracy is what ``imgclass eval`` measures.
+- CUDA: bf16 autocast, channels-last, cuDNN autotuning, pinned host batches, fused AdamW.
+
+Before training, every file is decoded once and dropped (and hashed): unreadable files are skipped and
+the dataset checked exactly as the tail recipe does, so no epoch meets a bad file.
+
+Under torchrun each global batch of ``batch_size`` images is dealt out over the ranks
+(DistributedSampler-style) and DDP averages their gradients; val is sharded and gathered.
+
+Example:
+    >>> summary = train(TrainConfig("data/flowers", finetune="all", epochs=10, device="cuda"))  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Sampler
+from torchvision.transforms import InterpolationMode, v2
+from tqdm import tqdm
+
+from ..data import Dataset, Images, decode_images
+from ..errors import ImgclassError
+from ..media.decode import decode_files
+from ..media.images import open_image
+from ..preprocess import Preprocess
+from .config import TrainConfig
+from .distributed import World, all_sum, data_parallel, gather_rows, shard
+from .engine import (Run, RunRecord, autocast, check_data, epoch_row, find_training_set, finish_epoch, first_epoch,
+                     load_best, log, lr_at, prepare_model, start_record, start_run, summarize, write_dataset_files)
+from .head import head_prior
+
+STAGE = "finetune-all"  # results.csv's stage, and the summary's
+HEAD_LR_SCALE = 10  # the head starts from the prior or zeros and has further to go than the pretrained layers
+CHECK_CHUNK = 256  # images decoded at a time by the checking pass, then dropped
+
+
+def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
+    """The full fine-tune (``recipes.train``'s "all") as one of ``world``'s processes: check the data,
+    fine-tune every layer on streamed images, report. Returns the same summary as the tail recipe.
+
+    Raises:
+        ImgclassError: ``epochs`` 0, a checkpoint of the tail recipe, a bad dataset, network or checkpoint.
+    """
+    if cfg.epochs < 1:
+        raise ImgclassError(f"--epochs {cfg.epochs}: --finetune all trains from its first epoch; give 1 or more")
+    started = time.perf_counter()
+    run = start_run(cfg, world, resume)
+    if run.checkpoint is not None and run.checkpoint["config"].get("finetune", "tail") != "all":
+        raise ImgclassError(f"{resume}: a run of the tail recipe; resume it with --finetune tail, or start a "
+                            "--finetune all run in another --model-dir")
+    ds = find_training_set(run)
+    train_images, val_images = check_splits(run, ds)
+    if world.main:
+        write_dataset_files(run.model_dir, ds, cfg.val_split)
+    model, parts, prior = prepare_model(run, len(ds.classes))
+    if run.checkpoint is None:
+        with torch.no_grad():
+            weight, bias = head_prior(ds.classes, parts.head.in_features, *prior)
+            parts.head.weight.copy_(weight)
+            parts.head.bias.copy_(bias)
+    record = start_record(run, ds)
+    log(f"imgclass: recipe: every layer fine-tuned on {len(train_images)} images streamed from disk with "
+        f"augmentation (--finetune all), {cfg.workers} loader process(es), {world.size} x {world.device.type}")
+    finetune_all(run, record, model, parts.head, train_images, val_images, start_epoch)
+    load_best(run, model)
+    _, _, logits = evaluate_stream(run, model, val_images, len(ds.classes))
+    return summarize(run, record, ds, val_images.labels, logits.argmax(1).cpu().numpy(), started)
+
+
+def check_splits(run: Run, ds: Dataset) -> tuple[Images, Images]:
+    """The checking pass: every file decoded once as the network sees it (``data.decode_images``, a chunk
+    at a time, pixels dropped) and hashed; the dataset's warnings and table logged as the tail recipe does.
+
+    Returns:
+        train and val as readable files with labels and digests (``pixels`` empty).
+
+    Raises:
+        ImgclassError: what ``engine.check_data`` raises (a class without training images, no val image).
+    """
+    device = str(run.world.device) if run.world.device.type == "cuda" else "cpu"
+    checked, unreadable = [], []
+    for name, samples in (("train", ds.train), ("val", ds.val)):
+        labels, paths, digests = [], [], []
+        for i in range(0, len(samples), CHECK_CHUNK):
+            images, bad = decode_images(samples[i:i + CHECK_CHUNK], run.preprocess, run.cfg.workers,
+                                        f"check {name} {i}/{len(samples)}", device)
+            labels.append(images.labels), paths.extend(images.paths), digests.extend(images.digests)
+            unreadable += bad
+        checked.append(Images(np.zeros((0, 0, 0, 3), np.uint8), np.concatenate(labels or [np.zeros(0, np.int64)]),
+                              paths, digests))
+    check_data(ds, checked[0], checked[1], unreadable)
+    return checked[0], checked[1]
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The epoch's order of ``n`` training images: a function of (seed, epoch) alone, so resumable."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
+class EpochBatches(Sampler):
+    """This rank's share of each global batch of the epoch's order, as ``(index, epoch)`` keys: rank r
+    takes items r, r + size, ... of every batch of ``batch_size``, so N ranks take the steps one takes.
+    Set ``epoch`` before iterating (the loader's workers need no state: the key carries it)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, world: World):
+        super().__init__()
+        self.n, self.batch_size, self.seed, self.world = n, batch_size, seed, world
+        self.epoch = 1
+
+    def __iter__(self):
+        order = epoch_order(self.n, self.seed, self.epoch).tolist()
+        for i in range(0, self.n, self.batch_size):
+            yield [(index, self.epoch) for index in order[i:i + self.batch_size][self.world.rank::self.world.size]]
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
+class AugmentedImages(torch.utils.data.Dataset):
+    """Training images decoded when asked for and augmented; an item is asked for by ``(index, epoch)``
+    and its augmentation drawn from a generator seeded by (seed, epoch, index).
+
+    Items are ``(CHW uint8 tensor of preprocess.size squared, label)``; normalization happens on the
+    device (``normalize``), so a batch crosses to the GPU as bytes.
+    """
+
+    def __init__(self, images: Images, preprocess: Preprocess, seed: int):
+        self.paths, self.labels, self.preprocess, self.seed = images.paths, images.labels, preprocess, seed
+        interpolation = InterpolationMode(preprocess.interpolation)
+        # On PIL images: Pillow's kernels are the fastest on a CPU; the tensor comes last.
+        self.augment = v2.Compose([v2.RandomResizedCrop(preprocess.size, interpolation=interpolation),
+                                   v2.RandomHorizontalFlip(), v2.TrivialAugmentWide(interpolation=interpolation),
+                                   v2.PILToTensor()])
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = key
+        # Decoded at the reduced JPEG scale the network's decode allows, as media.decode does.
+        image = open_image(self.paths[index], min_size=self.preprocess.decode_size)
+        with torch.random.fork_rng(devices=[]):  # v2 draws from torch's global generator
+            torch.manual_seed(((self.seed * 100_003 + epoch) * 1_000_003 + index) % 2**63)
+            return self.augment(image), int(self.labels[index])
+
+
+def collate(items: list[tuple[torch.Tensor, int]], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of ``AugmentedImages`` items; an empty one (a rank's share of a batch smaller than the
+    number of ranks) still gives its (0, 3, size, size) tensor, so every rank takes every step."""
+    if not items:
+        return torch.zeros((0, 3, size, size), dtype=torch.uint8), torch.zeros(0, dtype=torch.int64)
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items])
+
+
+def normalize(x: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """NCHW pixels on the 0..255 scale (uint8 or float, on any device) -> the network's float32 input,
+    channels-last: ``Preprocess.normalize`` on the device."""
+    if preprocess.channel_order == "bgr":
+        x = x.flip(1)
+    mean = torch.tensor(preprocess.mean, device=x.device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(preprocess.std, device=x.device).view(1, 3, 1, 1) * 255
+    return ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torch.nn.Linear, train_images: Images,
+                 val_images: Images, start_epoch: int | None) -> None:
+    """Epochs up to ``cfg.epochs`` of every layer on augmented streamed images, each recorded and
+    checkpointed (``engine.finish_epoch``); stops early when val accuracy has not improved for
+    ``cfg.patience`` epochs."""
+    cfg, world = run.cfg, run.world
+    if world.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotuned kernels pay off from the 2nd step
+    net, optimizer, step = prepare_optimizer(model, head, cfg, world, run.checkpoint)
+    batches = EpochBatches(len(train_images), cfg.batch_size, cfg.seed, world)
+    loader = DataLoader(AugmentedImages(train_images, run.preprocess, cfg.seed), batch_sampler=batches,
+                        num_workers=cfg.workers, collate_fn=partial(collate, size=run.preprocess.size), pin_memory=world.device.type == "cuda",
+                        persistent_workers=cfg.workers > 0)
+    total_steps, warmup = cfg.epochs * len(batches), len(batches)
+    for epoch in range(first_epoch(run, start_epoch), cfg.epochs + 1):
+        if epoch - record.best_epoch > cfg.patience:
+            log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs "
+                f"(best: epoch {record.best_epoch})")
+            break
+        t0 = time.perf_counter()
+        batches.epoch = epoch
+        train_loss, train_acc, step = train_epoch(run, net, optimizer, loader, epoch, step, total_steps, warmup)
+        val_loss, val_acc, _ = evaluate_stream(run, model, val_images, head.out_features)
+        row = epoch_row(epoch, STAGE, (train_loss, train_acc), (val_loss, val_acc),
+                        optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
+        finish_epoch(run, record, model, row, optimizer.state_dict(), step)
+
+
+def prepare_optimizer(model: torch.nn.Module, head: torch.nn.Linear, cfg: TrainConfig, world: World,
+                      checkpoint: dict | None) -> tuple[torch.nn.Module, torch.optim.Optimizer, int]:
+    """The model (DDP when distributed), AdamW over every layer (the head at ``HEAD_LR_SCALE`` x the
+    rate, no weight decay), and the global step: the checkpoint's state and step when it has them."""
+    head_ids = {id(p) for p in head.parameters()}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    net = data_parallel(model, list(model.parameters()), world)
+    optimizer = torch.optim.AdamW([{"params": body, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+                                   {"params": list(head.parameters()), "weight_decay": 0.0,
+                                    "lr_scale": float(HEAD_LR_SCALE)}],
+                                  lr=cfg.lr, fused=world.device.type == "cuda")
+    if checkpoint is not None and checkpoint.get("optimizer"):
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        return net, optimizer, checkpoint["step"]
+    return net, optimizer, 0
+
+
+def train_epoch(run: Run, net: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader, epoch: int,
+                step: int, total_steps: int, warmup: int) -> tuple[float, float, int]:
+    """One pass over the training images, streamed and augmented.
+
+    Returns:
+        (mean loss, accuracy %, the global step after this epoch), over all ranks.
+    """
+    cfg, world, device = run.cfg, run.world, run.world.device
+    n = loader.batch_sampler.n
+    loss_sum = torch.zeros((), device=device)  # summed on the device: no sync per step
+    correct = torch.zeros((), device=device)
+    start = time.perf_counter()
+    bar = tqdm(total=n, desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False, disable=None, file=sys.stderr)
+    for k, (x, y) in enumerate(loader):
+        global_batch = min(cfg.batch_size, n - k * cfg.batch_size)
+        x = normalize(x.to(device, non_blocking=True), run.preprocess)
+        y = y.to(device, non_blocking=True)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, total_steps, warmup, cfg.lr) * group["lr_scale"]
+        with autocast(device):
+            logits = net(x).float()
+        summed = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing, reduction="sum")
+        # DDP averages gradients over ranks: scaled so, the step follows the whole batch's mean loss.
+        loss = summed * (world.size / global_batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        loss_sum += summed.detach()
+        correct += (logits.argmax(1) == y).sum()
+        bar.update(global_batch)
+        bar.set_postfix(img_s=f"{bar.n / (time.perf_counter() - start):.0f}", refresh=False)
+    bar.close()
+    loss_total, correct_total = all_sum([loss_sum.item(), correct.item()], world)
+    return loss_total / n, correct_total / n * 100, step
+
+
+@torch.no_grad()
+def evaluate_stream(run: Run, model: torch.nn.Module, images: Images,
+                    num_classes: int) -> tuple[float, float, torch.Tensor]:
+    """(loss, accuracy %, logits) of the model over ``images`` decoded as the network's preprocessing
+    says, each rank decoding and running its shard.
+
+    Raises:
+        ImgclassError: a file that the checking pass read has become unreadable since.
+    """
+    world, device = run.world, run.world.device
+    mine = images.paths[shard(len(images), world)]
+    decode_on = str(device) if device.type == "cuda" else "cpu"
+    logits = [torch.zeros((0, num_classes), device=device)]  # a rank's empty shard still gives its (0, C)
+    for batch in decode_files(mine, run.preprocess, run.cfg.batch_size, run.cfg.workers, decode_on):
+        for _, pixels in batch:
+            if isinstance(pixels, ImgclassError):
+                raise ImgclassError(f"{pixels} (it was readable when training started)")
+        x = torch.from_numpy(np.stack([pixels for _, pixels in batch])).to(device).permute(0, 3, 1, 2)
+        with autocast(device):
+            logits.append(model(normalize(x, run.preprocess)).float())
+    logits = gather_rows(torch.cat(logits), len(images), world)
+    labels = torch.from_numpy(images.labels).to(device)
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item() * 100, logits
