@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +49,24 @@ from ..media.images import open_image
 from ..preprocess import Preprocess
 from .config import TrainConfig
 from .distributed import World, all_sum, data_parallel, gather_rows, shard
-from .engine import (Run, RunRecord, autocast, check_data, epoch_row, find_training_set, finish_epoch, first_epoch,
-                     load_best, log, lr_at, prepare_model, start_record, start_run, summarize, write_dataset_files)
+from .engine import (
+    Run,
+    RunRecord,
+    autocast,
+    check_data,
+    epoch_row,
+    find_training_set,
+    finish_epoch,
+    first_epoch,
+    load_best,
+    log,
+    lr_at,
+    prepare_model,
+    start_record,
+    start_run,
+    summarize,
+    write_dataset_files,
+)
 from .head import head_prior
 
 STAGE = "finetune-all"  # results.csv's stage, and the summary's
@@ -181,9 +197,17 @@ def normalize(x: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
     channels-last: ``Preprocess.normalize`` on the device."""
     if preprocess.channel_order == "bgr":
         x = x.flip(1)
-    mean = torch.tensor(preprocess.mean, device=x.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(preprocess.std, device=x.device).view(1, 3, 1, 1) * 255
+    mean, std = _mean_std(preprocess, x.device)
     return ((x.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+@lru_cache(maxsize=8)
+def _mean_std(preprocess: Preprocess, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``preprocess``'s mean and std on the 0..255 scale, on ``device`` once: a copy from pageable host
+    memory to the GPU at every step would wait for the GPU each time."""
+    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1) * 255
+    std = torch.tensor(preprocess.std).view(1, 3, 1, 1) * 255
+    return mean.to(device), std.to(device)
 
 
 def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torch.nn.Linear, train_images: Images,

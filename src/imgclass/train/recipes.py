@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..runtime.select import resolve_device
 from ..errors import ImgclassError
+from ..runtime.select import resolve_device
 from .config import TrainConfig
 from .distributed import quiet_unless_main, setup, teardown
 from .engine import train_tail

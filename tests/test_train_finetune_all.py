@@ -1,0 +1,126 @@
+"""The streaming full fine-tune (``--finetune all``) on generated images on the CPU: the same files and
+summary as the tail recipe, named; killed mid-run and resumed to the same results; 2 gloo processes
+take the steps 1 takes; augmentation and order depend on (seed, epoch, index) alone."""
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_train import make_dataset, rows, train_cmd
+from test_train_ddp import assert_same_run
+
+from imgclass.data import Images, find_dataset
+from imgclass.errors import ImgclassError
+from imgclass.models import get_spec
+from imgclass.train import CHECKPOINT, TrainConfig, load_checkpoint, train
+from imgclass.train.checkpoint import save_checkpoint
+from imgclass.train.config import FORMAT
+from imgclass.train.distributed import World
+from imgclass.train.finetune_all import AugmentedImages, EpochBatches, normalize
+
+EPOCHS = 3
+ALL = ["--finetune", "all", "--epochs", str(EPOCHS)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny"), train_n=12)
+
+
+@pytest.fixture(scope="module")
+def full_run(dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """An uninterrupted run, as typed: the reference a killed-and-resumed run must reproduce."""
+    model_dir = tmp_path_factory.mktemp("full")
+    out = subprocess.run(train_cmd(dataset, model_dir, *ALL), capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    return model_dir, out
+
+
+def test_run_writes_the_tail_recipes_files_and_names_its_recipe(full_run):
+    model_dir, out = full_run
+    assert sorted(p.name for p in model_dir.iterdir()) == sorted(
+        ["checkpoint.pth.tar", "model_best.pth.tar", "labels.txt", "results.csv", "results.png",
+         "confusion_matrix.png", "model.onnx"])
+    table = rows(model_dir)
+    assert [r["epoch"] for r in table] == [str(e) for e in range(1, EPOCHS + 1)]
+    assert {r["stage"] for r in table} == {"finetune-all"}
+    assert float(table[-1]["val_acc"]) == 100.0
+    assert "(--finetune all)" in out.stderr and "finetune-all 100.00%" in out.stdout
+    assert load_checkpoint(model_dir / CHECKPOINT)["config"]["finetune"] == "all"
+    assert not list(model_dir.glob(".*")), "no temporary file is left behind"
+
+
+def test_killed_run_resumes_to_the_same_result(dataset, full_run, tmp_path):
+    model_dir = tmp_path / "killed"
+    proc = subprocess.Popen(train_cmd(dataset, model_dir, *ALL), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = model_dir / CHECKPOINT
+    try:
+        while not ckpt.exists() and proc.poll() is None:
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert load_checkpoint(ckpt)["epoch"] < EPOCHS
+    # The checkpoint holds --finetune all: the resumed run needs no flag to keep the recipe.
+    out = subprocess.run(train_cmd(dataset, model_dir, "--epochs", str(EPOCHS), "--resume", str(ckpt)),
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert rows(model_dir) == rows(full_run[0])
+    resumed, full = (load_checkpoint(d / CHECKPOINT)["state_dict"] for d in (model_dir, full_run[0]))
+    assert all(torch.allclose(resumed[k].float(), full[k].float(), atol=1e-5) for k in full)
+
+
+def test_two_processes_take_the_steps_one_takes(dataset, full_run, tmp_path):
+    model_dir = tmp_path / "two"
+    out = subprocess.run(train_cmd(dataset, model_dir, *ALL, "--nproc-per-node", "2"), capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert_same_run(rows(full_run[0]), rows(model_dir))
+    assert out.stdout.count("best val accuracy") == 1, "rank 0 alone prints the summary"
+
+
+def test_augmentation_and_order_depend_on_seed_epoch_and_index_alone(dataset):
+    ds = find_dataset(dataset)
+    images = Images(np.zeros((0, 0, 0, 3), np.uint8), np.array([label for _, label in ds.train]),
+                    [path for path, _ in ds.train], [])
+    augmented = AugmentedImages(images, replace(get_spec("efficientnet-lite0").preprocess, size=64), seed=0)
+    x, label = augmented[(5, 1)]
+    assert x.shape == (3, 64, 64) and x.dtype == torch.uint8 and label == images.labels[5]
+    torch.manual_seed(123)  # the global generator does not matter, and is left as it was
+    state = torch.get_rng_state()
+    assert torch.equal(augmented[(5, 1)][0], x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.equal(augmented[(5, 2)][0], x), "another epoch, another augmentation"
+
+    n, batch = 10, 4
+    one = list(EpochBatches(n, batch, 0, World(0, 1, torch.device("cpu"))))
+    two = [list(EpochBatches(n, batch, 0, World(rank, 2, torch.device("cpu")))) for rank in (0, 1)]
+    assert len(one) == 3 and sorted(i for b in one for i, _ in b) == list(range(n))
+    for k, whole in enumerate(one):  # every global batch is dealt out over the ranks
+        assert sorted(two[0][k] + two[1][k]) == sorted(whole)
+
+
+def test_recipe_errors_are_one_line(dataset, tmp_path):
+    with pytest.raises(ImgclassError, match="--finetune fast: give tail or all"):
+        train(TrainConfig(str(dataset), finetune="fast"))
+    with pytest.raises(ImgclassError, match="--epochs 0"):
+        train(TrainConfig(str(dataset), finetune="all", epochs=0))
+    tail = TrainConfig(str(dataset), model_dir=str(tmp_path), resolution=64)  # a tail run's checkpoint, made up
+    ckpt = save_checkpoint(tmp_path / CHECKPOINT, {"format": FORMAT, "config": asdict(tail), "state_dict": {},
+                                                   "history": [], "epoch": 1})
+    with pytest.raises(ImgclassError, match="a run of the tail recipe"):
+        train(replace(tail, finetune="all"), resume=ckpt)
+
+
+def test_normalize_on_the_device_is_preprocess_normalize():
+    preprocess = replace(get_spec("efficientnet-lite0").preprocess, size=8, channel_order="bgr")
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    x = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), preprocess)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(x.numpy(), preprocess.normalize(pixels), atol=1e-5)
