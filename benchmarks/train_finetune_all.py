@@ -37,7 +37,7 @@ from imgclass.data import Images, find_dataset
 from imgclass.models import get_spec
 from imgclass.models.build import build_model, replace_head
 from imgclass.preprocess import Preprocess
-from imgclass.train import TrainConfig, train
+from imgclass.train import TrainConfig, finetune_all, train
 from imgclass.train.distributed import World
 from imgclass.train.finetune_all import AugmentedImages, EpochBatches, collate, normalize
 
@@ -154,14 +154,17 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
     ap.add_argument("--resolution", type=int, default=None, help="network input side (default: lite0's, 224)")
-    ap.add_argument("--no-plain", action="store_true", help="skip the plain-PyTorch epoch")
+    ap.add_argument("--head-lr-scale", type=float, default=finetune_all.HEAD_LR_SCALE,
+                    help="the head's learning rate over the rest's (default: imgclass's)")
+    ap.add_argument("--no-plain", action="store_true", help="skip the plain-PyTorch epochs")
     args = ap.parse_args()
+    finetune_all.HEAD_LR_SCALE = args.head_lr_scale
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     with tempfile.TemporaryDirectory() as tmp:
         data = make_set(args.data, args.make, Path(tmp) / "set") if args.make else args.data
         ours = run_imgclass(data, Path(tmp) / "run", args)
         print(f"{device}, {os.cpu_count()} cores: --finetune all on {data.name}: {ours['n_train']} train images, "
-              f"batch {args.batch_size}, lr {args.lr:g}, {args.workers} workers, {ours['epochs']} epochs")
+              f"batch {args.batch_size}, lr {args.lr:g} (head x{args.head_lr_scale:g}), {args.workers} workers, {ours['epochs']} epochs")
         print(f"  imgclass  : best val {ours['best_acc']:.2f}% (epoch {ours['best_epoch']}), "
               f"{ours['img_s']:.0f} img/s (epoch 1: {ours['first_img_s']:.0f}), peak GPU memory "
               f"{ours['peak_gib']:.2f} GiB, wall {ours['wall']:.1f} s")

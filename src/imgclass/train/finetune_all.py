@@ -3,9 +3,10 @@ from disk and augmented each epoch, for data large, hard or unusual enough to pa
 flat in the dataset's size: per image only its path, label and digest are held, never its pixels.
 
 Recipe:
-- The head starts from the pretrained classifier's rows for classes named like ImageNet classes and
-  zeros for the others (``head.head_prior``); a zero row passes no gradient to the backbone, so the
-  first, warming-up steps move the head before they move the pretrained layers, with no feature pass.
+- The head starts at zero, so its first, warming-up steps pass little gradient to the pretrained layers
+  and move the head before them, with no feature pass. When every class is named like an ImageNet
+  class, it starts from the pretrained classifier's rows for them instead (``head.head_prior``), a
+  calibrated classifier already; a partial prior would make its few classes win every image.
 - AdamW on every layer (the head at ``HEAD_LR_SCALE`` x the learning rate, without weight decay), one
   epoch of linear warmup then cosine (``lr_at``), label smoothing. BatchNorm statistics stay frozen
   (eval mode, as in the tail recipe): a few images per process train as well as many, and N processes
@@ -67,7 +68,7 @@ from .engine import (
     summarize,
     write_dataset_files,
 )
-from .head import head_prior
+from .head import head_prior, imagenet_matches
 
 STAGE = "finetune-all"  # results.csv's stage, and the summary's
 HEAD_LR_SCALE = 10  # the head starts from the prior or zeros and has further to go than the pretrained layers
@@ -94,10 +95,7 @@ def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_e
         write_dataset_files(run.model_dir, ds, cfg.val_split)
     model, parts, prior = prepare_model(run, len(ds.classes))
     if run.checkpoint is None:
-        with torch.no_grad():
-            weight, bias = head_prior(ds.classes, parts.head.in_features, *prior)
-            parts.head.weight.copy_(weight)
-            parts.head.bias.copy_(bias)
+        start_head(parts.head, ds.classes, prior)
     record = start_record(run, ds)
     log(f"imgclass: recipe: every layer fine-tuned on {len(train_images)} images streamed from disk with "
         f"augmentation (--finetune all), {cfg.workers} loader process(es), {world.size} x {world.device.type}")
@@ -105,6 +103,16 @@ def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_e
     load_best(run, model)
     _, _, logits = evaluate_stream(run, model, val_images, len(ds.classes))
     return summarize(run, record, ds, val_images.labels, logits.argmax(1).cpu().numpy(), started)
+
+
+def start_head(head: torch.nn.Linear, classes: list[str], prior: tuple) -> None:
+    """Zeros, or the pretrained classifier's rows when every class has one (``prior``: its weight, bias)."""
+    whole = prior[0] is not None and None not in imagenet_matches(classes)
+    weight, bias = head_prior(classes, head.in_features, *prior) if whole else (torch.zeros_like(head.weight),
+                                                                                 torch.zeros_like(head.bias))
+    with torch.no_grad():
+        head.weight.copy_(weight)
+        head.bias.copy_(bias)
 
 
 def check_splits(run: Run, ds: Dataset) -> tuple[Images, Images]:
