@@ -122,7 +122,8 @@ def run_plain(data: Path, args) -> tuple[float, float]:
     train_dir = data / "train"
     loader = DataLoader(datasets.ImageFolder(str(train_dir), tf), batch_size=args.batch_size, shuffle=True,
                         num_workers=args.workers, pin_memory=device.type == "cuda", persistent_workers=True)
-    model = replace_head(build_model(spec), len(loader.dataset.classes)).to(device).to(memory_format=torch.channels_last)
+    model = replace_head(build_model(spec), len(loader.dataset.classes)).to(device)
+    model = model.to(memory_format=torch.channels_last)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=device.type == "cuda")
     torch.backends.cudnn.benchmark = True
@@ -148,7 +149,8 @@ def run_plain(data: Path, args) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/flowers12")
-    ap.add_argument("--make", type=int, default=0, metavar="N", help="train on N augmented copies of DATA's train photos")
+    ap.add_argument("--make", type=int, default=0, metavar="N",
+                    help="train on N augmented copies of DATA's train photos")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -164,7 +166,8 @@ def main() -> None:
         data = make_set(args.data, args.make, Path(tmp) / "set") if args.make else args.data
         ours = run_imgclass(data, Path(tmp) / "run", args)
         print(f"{device}, {os.cpu_count()} cores: --finetune all on {data.name}: {ours['n_train']} train images, "
-              f"batch {args.batch_size}, lr {args.lr:g} (head x{args.head_lr_scale:g}), {args.workers} workers, {ours['epochs']} epochs")
+              f"batch {args.batch_size}, lr {args.lr:g} (head x{args.head_lr_scale:g}), {args.workers} workers, "
+              f"{ours['epochs']} epochs")
         print(f"  imgclass  : best val {ours['best_acc']:.2f}% (epoch {ours['best_epoch']}), "
               f"{ours['img_s']:.0f} img/s (epoch 1: {ours['first_img_s']:.0f}), peak GPU memory "
               f"{ours['peak_gib']:.2f} GiB, wall {ours['wall']:.1f} s")

@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
                        formatter_class=HelpFormatter,
                        description="Train a classifier on DATASET (train/<class>/ and val/<class>/ folders, or class "
                                    "folders only): a head fit on cached features of a pretrained network, then a short "
-                                   "fine-tune of its last blocks (or, with --finetune all, every layer on streamed, augmented "
-                                   "images), keeping the best epoch by val accuracy. With --resume, "
+                                   "fine-tune of its last blocks (or, with --finetune all, every layer on streamed, "
+                                   "augmented images), keeping the best epoch by val accuracy. With --resume, "
                                    "the settings not given come from the checkpoint.")
     p.add_argument("dataset", metavar="DATASET", help="dataset folder: train/<class>/*, val/<class>/* (or validation/, "
                                                       "valid/), optional test/ and labels.txt; or <class>/* only")
@@ -46,8 +46,9 @@ def add_parser(sub) -> None:
     add_setting(p, "--lr", "--learning-rate", type=float, help="peak fine-tuning learning rate (AdamW)")
     add_setting(p, "--wd", "--weight-decay", dest="weight_decay", type=float, help="weight decay of the fine-tuned blocks")
     add_setting(p, "--patience", type=int, help="stop after this many epochs without a better val accuracy")
-    add_setting(p, "-j", "--workers", type=int, help="threads decoding images (with --finetune all, also the processes that decode and "
-                                                      "augment training images)")
+    add_setting(p, "-j", "--workers", type=int,
+                help="threads decoding images (with --finetune all, also the processes that decode and augment "
+                     "training images)")
     add_setting(p, "--resolution", type=int, help="network input side (default: the network's own)")
     add_setting(p, "--finetune", choices=["tail", "all"],
                 help="the recipe: tail = a head fit on cached features of the frozen network, then its last blocks "

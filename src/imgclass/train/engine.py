@@ -46,8 +46,7 @@ from ..preprocess import Preprocess
 from . import report
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
-from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
-                          shard)
+from .distributed import World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first, shard
 from .head import choose_l2, fit_head, head_prior
 from .parts import Parts, split_model, trainable_tail_parameters
 

@@ -229,8 +229,8 @@ def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torc
     net, optimizer, step = prepare_optimizer(model, head, cfg, world, run.checkpoint)
     batches = EpochBatches(len(train_images), cfg.batch_size, cfg.seed, world)
     loader = DataLoader(AugmentedImages(train_images, run.preprocess, cfg.seed), batch_sampler=batches,
-                        num_workers=cfg.workers, collate_fn=partial(collate, size=run.preprocess.size), pin_memory=world.device.type == "cuda",
-                        persistent_workers=cfg.workers > 0)
+                        num_workers=cfg.workers, collate_fn=partial(collate, size=run.preprocess.size),
+                        pin_memory=world.device.type == "cuda", persistent_workers=cfg.workers > 0)
     total_steps, warmup = cfg.epochs * len(batches), len(batches)
     for epoch in range(first_epoch(run, start_epoch), cfg.epochs + 1):
         if epoch - record.best_epoch > cfg.patience:
