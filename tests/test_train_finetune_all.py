@@ -23,7 +23,7 @@ from imgclass.train.config import FORMAT
 from imgclass.train.distributed import World
 from imgclass.train.finetune_all import AugmentedImages, EpochBatches, normalize
 
-EPOCHS = 3
+EPOCHS = 2
 ALL = ["--finetune", "all", "--epochs", str(EPOCHS)]
 
 

@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
                 help="the recipe: tail = a head fit on cached features of the frozen network, then its last blocks "
                      "fine-tuned on cached activations (seconds on a CPU, best for small datasets); all = every layer "
                      "fine-tuned on images streamed from disk with random crops, flips and TrivialAugment (large, "
-                     "hard or unusual data, a GPU; memory flat in the dataset's size; --epochs 10 or more)")
+                     "hard or unusual data, a GPU; memory flat in the dataset's size)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue a run from its checkpoint.pth.tar, in its folder and with its settings "
                         "(the flags given here change them)")
