@@ -51,6 +51,7 @@ from ..preprocess import Preprocess
 from .config import TrainConfig
 from .distributed import World, all_sum, data_parallel, gather_rows, shard
 from .engine import (
+    Prior,
     Run,
     RunRecord,
     autocast,
@@ -71,7 +72,9 @@ from .engine import (
 from .head import head_prior, imagenet_matches
 
 STAGE = "finetune-all"  # results.csv's stage, and the summary's
-HEAD_LR_SCALE = 10  # the head starts from the prior or zeros and has further to go than the pretrained layers
+# The head starts at zero and has further to go than the pretrained layers: on flowers12 x10 reaches 95.00%
+# in 3 epochs where x1 reaches 93.75% (BENCHMARKS.md).
+HEAD_LR_SCALE = 10
 CHECK_CHUNK = 256  # images decoded at a time by the checking pass, then dropped
 
 
@@ -105,7 +108,7 @@ def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_e
     return summarize(run, record, ds, val_images.labels, logits.argmax(1).cpu().numpy(), started)
 
 
-def start_head(head: torch.nn.Linear, classes: list[str], prior: tuple) -> None:
+def start_head(head: torch.nn.Linear, classes: list[str], prior: Prior) -> None:
     """Zeros, or the pretrained classifier's rows when every class has one (``prior``: its weight, bias)."""
     whole = prior[0] is not None and None not in imagenet_matches(classes)
     weight, bias = head_prior(classes, head.in_features, *prior) if whole else (torch.zeros_like(head.weight),
