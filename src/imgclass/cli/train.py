@@ -129,7 +129,7 @@ def resume_hint(cfg: TrainConfig, resume: str | None, since: float, nproc: int |
     written = Path(cfg.model_dir) / CHECKPOINT
     latest = written if written.is_file() and written.stat().st_mtime >= since else resume
     if latest is None:
-        return "no checkpoint was written yet; run the same command to start again"
+        return "no checkpoint was written yet; run the same command to go on (the trunk features stored so far are kept)"
     command = ["imgclass", "train", cfg.dataset, "--resume", str(latest)]
     if Path(latest).parent != Path(cfg.model_dir):
         command += ["--model-dir", cfg.model_dir]

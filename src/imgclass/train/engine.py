@@ -1,20 +1,24 @@
-"""The transfer-learning engine: decode once, cache the frozen trunk's activations, fit the head,
-fine-tune the tail, keep the best by val accuracy.
+"""The transfer-learning engine: stream the images once through the frozen trunk into an on-disk
+activation store, fit the head, fine-tune the tail, keep the best by val accuracy.
 
 Stages (one row each in results.csv):
 - epoch 0, "head": a linear head fit on cached pooled features by L-BFGS, starting from (and
   pulled towards) the pretrained classifier's rows for classes named like ImageNet classes, its
   penalty chosen by cross-validation on train (see ``head.py``).
 - epochs 1..N, "finetune": the last block stage + conv_head + head trained with AdamW, warmup +
-  cosine, label smoothing, random horizontal flips (both views cached), BatchNorm statistics
-  frozen; early stopping when val accuracy has not improved for ``patience`` epochs.
+  cosine, label smoothing, random horizontal flips (both views cached, up to ``MIRROR_UP_TO``
+  training images), BatchNorm statistics frozen; early stopping when val accuracy has not improved
+  for ``patience`` epochs.
+
+Memory is flat in the number of images: pixels exist a chunk at a time, and activations and pooled
+features live in memory-mapped files (``store.py``), read a batch at a time.
 
 Every epoch writes checkpoint.pth.tar (and model_best.pth.tar when val accuracy improves)
 atomically. Each epoch's shuffling comes from a generator seeded by (seed, epoch), so a run
 resumed from any checkpoint replays exactly the epochs it lost.
 
-Under torchrun the same run is spread over processes (see ``distributed.py``): each caches the
-trunk's activations of its shard, and each global batch is split over the ranks, so N processes take
+Under torchrun the same run is spread over processes (see ``distributed.py``): each runs the
+trunk on its share of the images, and each global batch is split over the ranks, so N processes take
 the same steps as one (and a distributed run resumes on any number of processes).
 
 Example:
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -37,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import SPLIT_FILE, Dataset, Images, check_dataset, count_table, decode_images, find_dataset, write_split
+from ..data import SPLIT_FILE, Dataset, check_dataset, count_table, find_dataset, index_images, write_split
 from ..errors import ImgclassError
 from ..fileio import atomic_write
 from ..models import ModelSpec, get_spec
@@ -45,10 +50,11 @@ from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
 from ..runtime.select import resolve_device
 from . import report
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, stopped_before_checkpoint
 from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
 from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
                           quiet_unless_main, setup, shard, teardown)
+from .store import Split, SplitSpec, cache_split, trunk_key
 from .head import choose_l2, fit_head, head_prior
 from .parts import Parts, split_model, trainable_tail_parameters
 
@@ -82,7 +88,8 @@ TRUNK_FORMAT = 1  # bump when the trunk split changes: cached trunk engines are 
 
 
 def trunk_runner(parts: Parts, spec, cfg: TrainConfig, preprocess: Preprocess, device: torch.device):
-    """A function running the frozen trunk on a normalized NCHW float32 batch, giving float32 activations.
+    """A function running the frozen trunk on a normalized NCHW float32 batch, giving float32 activations,
+    and the name of what runs it (part of the activation store's key).
 
     On the CPU the trunk runs in ONNX Runtime (about 3.5x torch eager for these networks on 2 cores:
     85 vs 24 img/s), exported once and cached by the weights' sha256; on CUDA, torch in bf16.
@@ -96,7 +103,7 @@ def trunk_runner(parts: Parts, spec, cfg: TrainConfig, preprocess: Preprocess, d
 
         key = cache_key(file_sha256(require_weights(spec, cfg.weights)), spec.arch, preprocess.size, TRUNK_FORMAT)
         engine = select_engine(ModuleRef(parts.trunk, key, f"{spec.name}-trunk{preprocess.size}", preprocess), "cpu")
-        return lambda x: torch.from_numpy(engine.outputs(x))
+        return (lambda x: torch.from_numpy(engine.outputs(x))), f"{engine.name} {engine.precision}"
 
     @torch.no_grad()
     def run_torch(x: np.ndarray) -> torch.Tensor:
@@ -104,29 +111,7 @@ def trunk_runner(parts: Parts, spec, cfg: TrainConfig, preprocess: Preprocess, d
         with autocast(device):
             return parts.trunk(x).float()
 
-    return run_torch
-
-
-def cache_activations(run_trunk, pixels: np.ndarray, preprocess: Preprocess, batch_size: int,
-                      device: torch.device, flip: bool = False, desc: str = "features") -> torch.Tensor:
-    """Run the frozen trunk once over decoded images (optionally mirrored); float32 outputs on ``device``."""
-    out = []
-    bar = tqdm(total=len(pixels), desc=desc, unit="img", leave=False, disable=None, file=sys.stderr)
-    for i in range(0, len(pixels), batch_size):
-        chunk = pixels[i:i + batch_size]
-        out.append(run_trunk(preprocess.normalize(chunk[:, :, ::-1] if flip else chunk)).to(device))
-        bar.update(len(chunk))
-    bar.close()
-    return torch.cat(out)
-
-
-def cache_shard(run_trunk, pixels: np.ndarray, preprocess: Preprocess, batch_size: int, world: World,
-                flip: bool = False, desc: str = "features") -> torch.Tensor:
-    """``cache_activations`` of all ``pixels``, each rank running the trunk on its shard only."""
-    mine = pixels[shard(len(pixels), world)]
-    # An empty shard (fewer images than processes) still gives its (0, ...) rows: run one image, keep none.
-    local = cache_activations(run_trunk, mine if len(mine) else pixels[:1], preprocess, batch_size, world.device, flip, desc)
-    return gather_rows(local[:len(mine)], len(pixels), world)
+    return run_torch, f"torch {device.type}" + (" bf16" if device.type == "cuda" else "")
 
 
 def batches(n: int, batch_size: int) -> range:
@@ -135,31 +120,41 @@ def batches(n: int, batch_size: int) -> range:
     return range(0, max(n, 1), batch_size)
 
 
-@torch.no_grad()
-def tail_features(parts: Parts, acts: torch.Tensor, world: World, batch_size: int = 256) -> torch.Tensor:
-    """Pooled features (tail outputs) of all cached activations, each rank computing its shard."""
-    mine = acts[shard(len(acts), world)]
-    local = torch.cat([parts.tail(mine[i:i + batch_size]).float() for i in batches(len(mine), batch_size)])
-    return gather_rows(local, len(acts), world)
+def activations(split: Split, positions: np.ndarray, device: torch.device, view: np.ndarray | None = None) -> torch.Tensor:
+    """Float32 activations of the split's images at ``positions`` on ``device`` (fp16 rows from the store)."""
+    return torch.from_numpy(split.batch(positions, view)).to(device).float()
 
 
 @torch.no_grad()
-def evaluate(parts: Parts, acts: torch.Tensor, labels: torch.Tensor, world: World,
+def tail_features(parts: Parts, split: Split, view: int, out: np.ndarray, world: World, batch_size: int = 256) -> None:
+    """Pooled features (tail outputs) of one view of the split's images into ``out``: every rank gets
+    every row, each computing its shard of each block."""
+    block = batch_size * world.size
+    for i in range(0, len(split), block):
+        positions = np.arange(i, min(i + block, len(split)))
+        mine = positions[shard(len(positions), world)]
+        local = parts.tail(activations(split, mine, world.device, np.full(len(mine), view))).float()
+        out[i:i + len(positions)] = gather_rows(local, len(positions), world).cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate(parts: Parts, split: Split, labels: torch.Tensor, world: World,
              batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
-    """(loss, accuracy %, logits) of tail + head over all cached activations (each rank computing its shard)."""
+    """(loss, accuracy %, logits) of tail + head over the split's stored activations (each rank
+    computing its shard)."""
     logits = []
-    mine = acts[shard(len(acts), world)]
+    mine = np.arange(len(split))[shard(len(split), world)]
     for i in batches(len(mine), batch_size):
-        with autocast(acts.device):
-            logits.append(parts.head(parts.tail(mine[i:i + batch_size])).float())
-    logits = gather_rows(torch.cat(logits), len(acts), world)
+        with autocast(world.device):
+            logits.append(parts.head(parts.tail(activations(split, mine[i:i + batch_size], world.device))).float())
+    logits = gather_rows(torch.cat(logits), len(split), world)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item() * 100, logits
 
 
-def train_one_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+def train_one_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split,
                     labels: torch.Tensor, cfg: TrainConfig, epoch: int, step: int, total_steps: int, warmup: int,
                     world: World) -> tuple[float, float, int]:
-    """One pass over the training images, each seen in a random one of its cached views.
+    """One pass over the training images, each seen in a random one of its stored views.
 
     Every rank draws the same order; each global batch of ``cfg.batch_size`` is dealt out over the ranks
     (DistributedSampler-style), and ``net`` (tail + head, DDP when distributed) averages their gradients.
@@ -169,15 +164,14 @@ def train_one_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, view
     """
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # the epoch's order alone: resumable
     order = torch.randperm(len(labels), generator=gen)
-    view = torch.randint(len(views), (len(labels),), generator=gen)
-    stacked = torch.stack(views)  # (V, N, ...)
+    view = torch.randint(len(split.views), (len(labels),), generator=gen).numpy()
     loss_sum = correct = seen = 0.0
     start = time.perf_counter()
     bar = tqdm(total=len(labels), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False, disable=None, file=sys.stderr)
     for i in range(0, len(order), cfg.batch_size):
         batch = order[i:i + cfg.batch_size]
-        idx = batch[world.rank::world.size].to(labels.device)
-        x, y = stacked[view[idx.cpu()].to(labels.device), idx], labels[idx]
+        idx = batch[world.rank::world.size].numpy()
+        x, y = activations(split, idx, world.device, view[idx]), labels[torch.from_numpy(idx).to(labels.device)]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
         with autocast(x.device):
@@ -234,9 +228,10 @@ def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoc
     """``train`` as one of ``world``'s processes: data -> features -> head -> fine-tune -> report."""
     started = time.perf_counter()
     run = start_run(cfg, world, resume)
-    ds, train_images, val_images = prepare_data(run)
+    ds = prepare_data(run)
     model, parts, prior = prepare_model(run, len(ds.classes))
-    features = cache_features(run, parts, train_images, val_images)
+    features = cache_features(run, parts, ds)
+    check_data(ds, features, run.cfg.workers)
     record = start_record(run, ds)
     if run.checkpoint is None:  # a resumed run's checkpoint holds its head fit (epoch 0) already
         finish_epoch(run, record, model, fit_head_stage(parts, features, ds.classes, prior, world), {}, 0)
@@ -269,6 +264,10 @@ class Run:
 
 def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
     """Load and check the checkpoint to resume, make the model folder (rank 0), and look up the network."""
+    if resume is not None and stopped_before_checkpoint(resume):
+        log(f"imgclass: {resume} was not written yet (the run stopped before its head fit): starting the run "
+            "again; the trunk features it stored are read back, not computed again")
+        resume = None
     checkpoint = load_checkpoint(resume) if resume is not None else None
     if checkpoint is not None:
         check_resumable(checkpoint, cfg, resume)
@@ -296,18 +295,12 @@ def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
                             "drop those flags, or start a new run in another --model-dir")
 
 
-def prepare_data(run: Run) -> tuple[Dataset, Images, Images]:
-    """The data step: find and split the dataset, decode it once, check it, and save its labels and split.
-
-    Returns:
-        (the dataset's layout, decoded train images, decoded val images).
-    """
+def prepare_data(run: Run) -> Dataset:
+    """The data step: find and split the dataset, and save its labels and split (no image is decoded here)."""
     ds = find_training_set(run)
-    train_images, val_images, unreadable = decode_splits(ds, run.preprocess, run.cfg.workers, run.world.device)
-    check_data(ds, train_images, val_images, unreadable)
     if run.world.main:
         write_dataset_files(run.model_dir, ds, run.cfg.val_split)
-    return ds, train_images, val_images
+    return ds
 
 
 def find_training_set(run: Run) -> Dataset:
@@ -323,28 +316,18 @@ def find_training_set(run: Run) -> Dataset:
     return ds
 
 
-def decode_splits(ds: Dataset, preprocess: Preprocess, workers: int,
-                  device: torch.device) -> tuple[Images, Images, list[tuple[Path, str]]]:
-    """Decode train and val once, resized and cropped by ``preprocess`` (on the GPU when ``device`` is CUDA).
-
-    Returns:
-        (train images, val images, the unreadable files as ``(path, reason)``).
-    """
-    decode_on = str(device) if device.type == "cuda" else "cpu"
-    train_images, bad_train = decode_images(ds.train, preprocess, workers, "decode train", decode_on)
-    val_images, bad_val = decode_images(ds.val, preprocess, workers, "decode val", decode_on)
-    return train_images, val_images, bad_train + bad_val
-
-
-def check_data(ds: Dataset, train_images: Images, val_images: Images, unreadable: list[tuple[Path, str]]) -> None:
-    """Log the dataset's warnings and its images per class and split.
+def check_data(ds: Dataset, features: Features, workers: int) -> None:
+    """Log the dataset's warnings (unreadable files, duplicates across splits...) and its images per
+    class and split.
 
     Raises:
-        ImgclassError: a class without training images, or no val image at all.
+        ImgclassError: a class without readable training images, or no readable val image at all.
     """
-    for warning in check_dataset(ds.classes, train_images, val_images, ds.skipped + unreadable) + ds.warnings:
+    train, val = (index_images(s.paths, s.labels, workers) for s in (features.train, features.val))
+    unreadable = features.train.bad + features.val.bad
+    for warning in check_dataset(ds.classes, train, val, ds.skipped + unreadable) + ds.warnings:
         log(f"imgclass: warning: {warning}")
-    log(count_table(ds.classes, train_images, val_images))
+    log(count_table(ds.classes, train, val))
 
 
 def write_dataset_files(model_dir: Path, ds: Dataset, val_split: float) -> None:
@@ -383,40 +366,46 @@ def _build(spec: ModelSpec, cfg: TrainConfig, num_classes: int) -> tuple[torch.n
     return replace_head(model, num_classes), prior
 
 
+MIRROR_UP_TO = 20_000  # training images up to which a mirrored view is cached too: above it, the data
+# itself is varied enough, and a second trunk pass would double the run's dominant cost
+
+
 @dataclass
 class Features:
-    """The frozen trunk's activations of every image, cached once on the device, and the labels.
+    """The frozen trunk's activations of every image, stored once on disk, and the labels.
 
     Attributes:
-        train_views: the train images' activations as decoded, then mirrored; each fine-tuning epoch
-            shows each image in a random one of them.
+        train: the train images' activations as decoded and (up to ``MIRROR_UP_TO`` images) mirrored;
+            each fine-tuning epoch shows each image in a random one of its views.
         val: the val images' activations.
-        y_train, y_val: their (N,) int64 class indices.
+        y_train, y_val: the readable images' (N,) int64 class indices, on the run's device.
     """
 
-    train_views: list[torch.Tensor]
-    val: torch.Tensor
+    train: Split
+    val: Split
     y_train: torch.Tensor
     y_val: torch.Tensor
 
 
-def cache_features(run: Run, parts: Parts, train_images: Images, val_images: Images) -> Features:
-    """The features step: run the frozen trunk once over the decoded images (train also mirrored).
-
-    Reads only the images' ``pixels`` and ``labels``: all that the decode step has to provide.
-    """
+def cache_features(run: Run, parts: Parts, ds: Dataset) -> Features:
+    """The features step: stream the images through the frozen trunk (train also mirrored) into the
+    activation store; chunks a stopped run stored already are not decoded again."""
     world, batch_size = run.world, run.cfg.batch_size
     t0 = time.perf_counter()
     with main_first(world):  # the others load the trunk engine rank 0 exported and cached
-        run_trunk = trunk_runner(parts, run.spec, run.cfg, run.preprocess, world.device)
-    views = [cache_shard(run_trunk, train_images.pixels, run.preprocess, batch_size, world, flip, desc)
-             for flip, desc in ((False, "features train"), (True, "features train (mirrored)"))]
-    val_acts = cache_shard(run_trunk, val_images.pixels, run.preprocess, batch_size, world, desc="features val")
-    n_cached = 2 * len(train_images) + len(val_images)
-    log(f"imgclass: cached trunk features of {n_cached} views in {time.perf_counter() - t0:.1f} s "
-        f"({n_cached / (time.perf_counter() - t0):.1f} img/s on {world.size} x {world.device.type})")
-    return Features(views, val_acts, torch.from_numpy(train_images.labels).to(world.device),
-                    torch.from_numpy(val_images.labels).to(world.device))
+        run_trunk, runtime = trunk_runner(parts, run.spec, run.cfg, run.preprocess, world.device)
+    blank = np.zeros((1, run.preprocess.size, run.preprocess.size, 3), np.uint8)
+    shape = tuple(run_trunk(run.preprocess.normalize(blank)).shape[1:])
+    key = trunk_key(parts.trunk, run.preprocess, runtime)
+    views = 2 if len(ds.train) <= MIRROR_UP_TO else 1
+    splits = [cache_split(SplitSpec(name, samples, n_views, shape, key), run_trunk, run.preprocess, batch_size,
+                          run.cfg.workers, world, f"features {name}")
+              for name, samples, n_views in (("train", ds.train, views), ("val", ds.val, 1))]
+    n_cached = views * len(ds.train) + len(ds.val)
+    seconds = time.perf_counter() - t0
+    log(f"imgclass: trunk features of {n_cached} views ({'as decoded and mirrored' if views == 2 else 'as decoded'}) "
+        f"stored in {splits[0].folder.parent} in {seconds:.1f} s")
+    return Features(*splits, *(torch.from_numpy(split.labels).to(world.device) for split in splits))
 
 
 @dataclass
@@ -481,27 +470,37 @@ def finish_epoch(run: Run, record: RunRecord, model: torch.nn.Module, row: dict,
 
 
 def fit_head_stage(parts: Parts, features: Features, classes: list[str], prior: Prior, world: World) -> dict:
-    """The head step (epoch 0): fit the linear head on the cached features; returns its results.csv row."""
+    """The head step (epoch 0): fit the linear head on the stored features; returns its results.csv row."""
     t0 = time.perf_counter()
-    l2, cv = fit_linear_head(parts, features.train_views, features.y_train, classes, prior, world)
-    train_loss, train_acc, _ = evaluate(parts, features.train_views[0], features.y_train, world)
+    l2, cv = fit_linear_head(parts, features.train, features.y_train, classes, prior, world)
+    train_loss, train_acc, _ = evaluate(parts, features.train, features.y_train, world)
     val_loss, val_acc, _ = evaluate(parts, features.val, features.y_val, world)
     log(f"imgclass: head fit: L2 {l2:g} chosen by 3-fold CV on train (CV acc {cv[l2][1] * 100:.1f}%)")
     return epoch_row(0, "head", (train_loss, train_acc), (val_loss, val_acc), 0.0, time.perf_counter() - t0)
 
 
-def fit_linear_head(parts: Parts, views: list[torch.Tensor], y: torch.Tensor, classes: list[str],
-                    prior: Prior, world: World) -> tuple[float, dict]:
-    """Fit ``parts.head`` on pooled features of all cached views; returns (chosen L2, CV scores).
+CV_ROWS = 20_000  # images the L2 penalty is cross-validated on (evenly spaced): enough to choose it well
 
-    Every rank fits on the same gathered features; rank 0's head is then given to all.
+
+def fit_linear_head(parts: Parts, split: Split, y: torch.Tensor, classes: list[str], prior: Prior,
+                    world: World) -> tuple[float, dict]:
+    """Fit ``parts.head`` on pooled features of all stored views; returns (chosen L2, CV scores).
+
+    The features go to a temporary memory-mapped file, not to the process's memory. Every rank fits
+    on the same features; rank 0's head is then given to all.
     """
-    feats = torch.cat([tail_features(parts, v, world) for v in views]).cpu()
-    labels = y.cpu().repeat(len(views))
-    w0, b0 = head_prior(classes, feats.shape[1], *prior)
-    # Cross-validate on the unmirrored view only: half the cost, and no image on both sides of a fold.
-    l2, cv = choose_l2(feats[:len(y)], labels[:len(y)], w0, b0)
-    w, b = fit_head(feats, labels, w0, b0, l2)
+    n, dim = len(split), parts.head.in_features
+    with tempfile.TemporaryFile(dir=split.folder) as file:
+        feats = np.memmap(file, np.float32, "w+", shape=(max(1, len(split.views) * n), dim))
+        for v in range(len(split.views)):
+            tail_features(parts, split, v, feats[v * n:(v + 1) * n], world)
+        labels = y.cpu().repeat(len(split.views))
+        w0, b0 = head_prior(classes, dim, *prior)
+        # Cross-validate on the unmirrored view only: half the cost, and no image on both sides of a fold.
+        cv_rows = np.arange(0, n, -(-n // CV_ROWS))
+        l2, cv = choose_l2(torch.from_numpy(np.asarray(feats[cv_rows])), labels[cv_rows], w0, b0)
+        w, b = fit_head(feats[:len(labels)], labels, w0, b0, l2)
+        del feats
     with torch.no_grad():
         parts.head.weight.copy_(w)
         parts.head.bias.copy_(b)
@@ -523,7 +522,7 @@ def finetune(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, 
                 f"(best: epoch {record.best_epoch})")
             break
         t0 = time.perf_counter()
-        train_loss, train_acc, step = train_one_epoch(net, optimizer, features.train_views, features.y_train, cfg,
+        train_loss, train_acc, step = train_one_epoch(net, optimizer, features.train, features.y_train, cfg,
                                                       epoch, step, total_steps, warmup, world)
         val_loss, val_acc, _ = evaluate(parts, features.val, features.y_val, world)
         row = epoch_row(epoch, "finetune", (train_loss, train_acc), (val_loss, val_acc),
