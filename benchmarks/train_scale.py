@@ -15,6 +15,7 @@ processes, sampled every 0.2 s; an on-disk store's pages are page cache, not cou
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import re
@@ -41,12 +42,19 @@ def photos(data: Path, split: str) -> dict[str, list[Path]]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def load(source: Path) -> Image.Image:
+    """A source photo, decoded once per worker at about twice the written side (JPEG draft mode)."""
+    with Image.open(source) as im:
+        im.draft("RGB", (2 * SIDE, 2 * SIDE))
+        return ImageOps.exif_transpose(im.convert("RGB"))
+
+
 def augment(job: tuple[Path, Path, int]) -> None:
     """Write one random crop, flip and colour jitter of ``source`` to ``target``, seeded by ``seed``."""
     source, target, seed = job
     rng = random.Random(seed)
-    with Image.open(source) as im:
-        im = ImageOps.exif_transpose(im.convert("RGB"))
+    im = load(source)
     w, h = im.size
     scale, ratio = rng.uniform(0.35, 1.0), rng.uniform(3 / 4, 4 / 3)
     cw = min(w, int((w * h * scale * ratio) ** 0.5))

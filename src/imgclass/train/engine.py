@@ -33,7 +33,6 @@ import math
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +54,7 @@ from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
 from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
                           quiet_unless_main, setup, shard, teardown)
 from .store import Split, SplitSpec, cache_split, trunk_key
+from .trunk import autocast, trunk_runner
 from .head import choose_l2, fit_head, head_prior
 from .parts import Parts, split_model, trainable_tail_parameters
 
@@ -77,41 +77,6 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
         return peak * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return peak * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed); plain fp32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-TRUNK_FORMAT = 1  # bump when the trunk split changes: cached trunk engines are keyed by it
-
-
-def trunk_runner(parts: Parts, spec, cfg: TrainConfig, preprocess: Preprocess, device: torch.device):
-    """A function running the frozen trunk on a normalized NCHW float32 batch, giving float32 activations,
-    and the name of what runs it (part of the activation store's key).
-
-    On the CPU the trunk runs in ONNX Runtime (about 3.5x torch eager for these networks on 2 cores:
-    85 vs 24 img/s), exported once and cached by the weights' sha256; on CUDA, torch in bf16.
-    Randomly initialized trunks (``pretrained=False``) have no stable key, so they stay in torch.
-    """
-    if device.type == "cpu" and cfg.pretrained:
-        from ..models import require_weights
-        from ..models.resolve import ModuleRef
-        from ..runtime.cache import cache_key, file_sha256
-        from ..runtime.select import select_engine
-
-        key = cache_key(file_sha256(require_weights(spec, cfg.weights)), spec.arch, preprocess.size, TRUNK_FORMAT)
-        engine = select_engine(ModuleRef(parts.trunk, key, f"{spec.name}-trunk{preprocess.size}", preprocess), "cpu")
-        return (lambda x: torch.from_numpy(engine.outputs(x))), f"{engine.name} {engine.precision}"
-
-    @torch.no_grad()
-    def run_torch(x: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            return parts.trunk(x).float()
-
-    return run_torch, f"torch {device.type}" + (" bf16" if device.type == "cuda" else "")
 
 
 def batches(n: int, batch_size: int) -> range:
