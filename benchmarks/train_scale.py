@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import shutil
 import os
 import random
 import re
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
@@ -150,9 +152,10 @@ def main() -> None:
                    help="folder holding hymenoptera/ and flowers12/ (default: ../shared/data)")
     p.add_argument("--sizes", type=int, nargs="+", default=[5000, 20000, 80000], help="dataset sizes (default: 5k 20k 80k)")
     p.add_argument("--epochs", type=int, default=1, help="fine-tuning epochs of each run (default: 1)")
-    p.add_argument("--work", type=Path, default=None, help="folder for the datasets (default: a temporary one)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder for the datasets, kept for the next run (default: a temporary one, removed)")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp:
+    with (nullcontext(args.work) if args.work else tempfile.TemporaryDirectory()) as tmp:
         tmp = Path(tmp)
         full = tmp / f"set{max(args.sizes)}"
         t0 = time.perf_counter()
@@ -161,8 +164,10 @@ def main() -> None:
         rows = []
         for n in sorted(args.sizes):
             dataset = full if n == max(args.sizes) else tmp / f"set{n}"
-            if dataset != full:
+            if dataset != full and not dataset.exists():
                 subset(full, dataset, n)
+            for old in (tmp / f"run{n}", tmp / f"cache{n}"):  # an empty cache: the features are computed
+                shutil.rmtree(old, ignore_errors=True)
             seconds, peak, log = train(dataset, tmp / f"run{n}", tmp / f"cache{n}", args.epochs)
             best = re.search(r"best val accuracy ([\d.]+)%", log)
             stored = re.search(r"trunk features of (\d+) views \(([^)]*)\)", log)

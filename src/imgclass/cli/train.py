@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import ImgclassError
 from ..flags import jetson_argv
 from ..train import BEST, CHECKPOINT, TrainConfig
+from ..train.config import format_duration, parse_duration
 from . import HelpFormatter
 
 DEFAULTS = TrainConfig(dataset="")
@@ -24,6 +25,14 @@ def add_setting(p: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
     default = getattr(DEFAULTS, action.dest)
     if default is not None and "default" not in action.help:
         action.help += f" (default: {default})"
+
+
+def duration(text: str) -> float:
+    """``--time``'s value in seconds, for argparse (which reports a bad one as this flag's error)."""
+    try:
+        return parse_duration(text)
+    except ImgclassError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--time {text!r}: ")) from None
 
 
 def add_parser(sub) -> None:
@@ -58,6 +67,10 @@ def add_parser(sub) -> None:
     add_setting(p, "--seed", type=int, help="seeds every epoch's shuffling (runs repeat exactly)")
     add_setting(p, "--val-split", type=float, help="fraction of each class held out for val when the dataset has no val folder")
     add_setting(p, "--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    add_setting(p, "--time", type=duration, metavar="DURATION",
+                help="finish within this budget (90s, 5m, 1h30m): the network and epochs are chosen from speeds "
+                     "measured on this machine, and fine-tuning stops when another epoch would pass it "
+                     "(default: no budget; --arch and --epochs as given)")
     p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="train in N processes on this machine, one per GPU (NCCL; on CPUs gloo), through torchrun; "
                         "--batch-size stays the total per step, so the result matches one process "
@@ -104,6 +117,8 @@ def run(args) -> int:
         return 0
     print(summary["table"])
     stages = ", ".join(f"{stage} {acc:.2f}%" for stage, acc in summary["stages"].items())
+    if summary["plan"]:
+        print(f"imgclass: planned {summary['plan']}; took {format_duration(summary['seconds'])}")
     print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}) "
           f"in {summary['seconds']:.0f} s; model in {cfg.model_dir}/{BEST}", end="")
     if args.jetson:  # the tutorial's next step is its own script

@@ -140,6 +140,15 @@ def _all_reduce(values: list[float], world: World, op) -> list[float]:
     return t.tolist()
 
 
+def broadcast_object(obj, world: World):
+    """Rank 0's ``obj`` (any picklable value), on every rank."""
+    if world.size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def broadcast_module(module: nn.Module, world: World) -> None:
     """Give every rank rank 0's parameters of ``module`` (after a fit that may differ in the last bit)."""
     if world.size > 1:

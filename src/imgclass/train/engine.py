@@ -44,21 +44,20 @@ from tqdm import tqdm
 from ..data import SPLIT_FILE, Dataset, check_dataset, count_table, find_dataset, index_images, write_split
 from ..errors import ImgclassError
 from ..fileio import atomic_write
-from ..models import ModelSpec, get_spec
+from ..models import ModelSpec
 from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
 from ..runtime.select import resolve_device
 from . import report
 from .checkpoint import load_checkpoint, save_checkpoint, stopped_before_checkpoint
-from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
-from .distributed import (World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first,
+from .config import CV_ROWS, FORMAT, MIRROR_UP_TO, NETWORK_SETTINGS, TrainConfig, format_duration
+from .distributed import (World, all_sum, barrier, broadcast_module, broadcast_object, data_parallel, gather_rows, main_first,
                           quiet_unless_main, setup, shard, teardown)
 from .store import Split, SplitSpec, cache_split, trunk_key
 from .trunk import autocast, trunk_runner
 from .head import choose_l2, fit_head, head_prior
-from .parts import Parts, split_model, trainable_tail_parameters
+from .parts import Parts, Prior, build_network, network_spec, split_model, trainable_tail_parameters
 
-Prior = tuple[torch.Tensor | None, torch.Tensor | None]  # the pretrained 1000-way classifier's (weight, bias), if any
 
 
 def log(message: str) -> None:
@@ -191,9 +190,9 @@ def train(cfg: TrainConfig, resume: str | Path | None = None, start_epoch: int |
 
 def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
     """``train`` as one of ``world``'s processes: data -> features -> head -> fine-tune -> report."""
-    started = time.perf_counter()
     run = start_run(cfg, world, resume)
     ds = prepare_data(run)
+    run = plan_budget(run, ds)
     model, parts, prior = prepare_model(run, len(ds.classes))
     features = cache_features(run, parts, ds)
     check_data(ds, features, run.cfg.workers)
@@ -201,7 +200,7 @@ def _train(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoc
     if run.checkpoint is None:  # a resumed run's checkpoint holds its head fit (epoch 0) already
         finish_epoch(run, record, model, fit_head_stage(parts, features, ds.classes, prior, world), {}, 0)
     finetune(run, record, model, parts, features, start_epoch)
-    return report_best(run, record, model, parts, features, ds, started)
+    return report_best(run, record, model, parts, features, ds)
 
 
 @dataclass(frozen=True)
@@ -216,6 +215,8 @@ class Run:
         preprocess: the network's preprocessing, at the run's resolution.
         resume: the checkpoint resumed from (for messages), or None.
         checkpoint: its state (checked by ``check_resumable``), or None for a new run.
+        started: when the run began (``time.perf_counter``): ``--time`` counts from it.
+        plan: what ``--time`` chose, in words, or None.
     """
 
     cfg: TrainConfig
@@ -225,6 +226,8 @@ class Run:
     preprocess: Preprocess
     resume: str | Path | None
     checkpoint: dict | None
+    started: float
+    plan: str | None = None
 
 
 def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
@@ -239,9 +242,8 @@ def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
     model_dir = Path(cfg.model_dir)
     if world.main:
         model_dir.mkdir(parents=True, exist_ok=True)
-    spec = get_spec(cfg.arch)
-    preprocess = replace(spec.preprocess, size=cfg.resolution) if cfg.resolution else spec.preprocess
-    return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint)
+    spec, preprocess = network_spec(cfg)
+    return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint, time.perf_counter())
 
 
 def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
@@ -306,33 +308,34 @@ def write_dataset_files(model_dir: Path, ds: Dataset, val_split: float) -> None:
                 f"written to {model_dir / SPLIT_FILE}")
 
 
+def plan_budget(run: Run, ds: Dataset) -> Run:
+    """With ``--time``, a new run's network and epochs chosen to finish within it (rank 0 measures and
+    plans, every rank follows); a resumed run keeps its network and stops at the budget."""
+    if run.cfg.time is None or run.checkpoint is not None:
+        return run
+    from .plan import plan_run
+
+    if run.world.main:
+        cfg, plan = plan_run(run.cfg, len(ds.train), len(ds.val), [p for p, _ in ds.train], run.world.device)
+        said = (f"--time {format_duration(run.cfg.time)}: {plan.describe()} "
+                f"(from speeds measured on this machine)")
+        log(f"imgclass: {said}")
+    cfg, said = broadcast_object((cfg, said) if run.world.main else None, run.world)
+    spec, preprocess = network_spec(cfg)
+    return replace(run, cfg=cfg, spec=spec, preprocess=preprocess, plan=said)
+
+
 def prepare_model(run: Run, num_classes: int) -> tuple[torch.nn.Module, Parts, Prior]:
     """The network (the checkpoint's weights when resuming) on the run's device, and its parts.
 
     Returns:
         (the model, its trunk/tail/head sharing its modules, the prior for the head fit).
     """
-    model, prior = _build(run.spec, run.cfg, num_classes)
+    model, prior = build_network(run.spec, run.cfg, num_classes)
     if run.checkpoint is not None:
         model.load_state_dict(run.checkpoint["state_dict"])
     model = model.to(run.world.device).to(memory_format=torch.channels_last).eval()  # eval: BN statistics stay frozen
     return model, split_model(model), prior
-
-
-def _build(spec: ModelSpec, cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, Prior]:
-    """The network with a fresh head, and the pretrained 1000-way classifier's (weight, bias) for the prior."""
-    from ..models.build import build_model, replace_head
-
-    model = build_model(spec, cfg.weights, pretrained=cfg.pretrained)
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
-    prior = (None, None)
-    if cfg.pretrained and isinstance(head, torch.nn.Linear) and head.out_features == 1000:
-        prior = (head.weight.detach().clone(), head.bias.detach().clone() if head.bias is not None else None)
-    return replace_head(model, num_classes), prior
-
-
-MIRROR_UP_TO = 20_000  # training images up to which a mirrored view is cached too: above it, the data
-# itself is varied enough, and a second trunk pass would double the run's dominant cost
 
 
 @dataclass
@@ -444,9 +447,6 @@ def fit_head_stage(parts: Parts, features: Features, classes: list[str], prior: 
     return epoch_row(0, "head", (train_loss, train_acc), (val_loss, val_acc), 0.0, time.perf_counter() - t0)
 
 
-CV_ROWS = 20_000  # images the L2 penalty is cross-validated on (evenly spaced): enough to choose it well
-
-
 def fit_linear_head(parts: Parts, split: Split, y: torch.Tensor, classes: list[str], prior: Prior,
                     world: World) -> tuple[float, dict]:
     """Fit ``parts.head`` on pooled features of all stored views; returns (chosen L2, CV scores).
@@ -486,6 +486,8 @@ def finetune(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, 
             log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs "
                 f"(best: epoch {record.best_epoch})")
             break
+        if out_of_time(run, record):
+            break
         t0 = time.perf_counter()
         train_loss, train_acc, step = train_one_epoch(net, optimizer, features.train, features.y_train, cfg,
                                                       epoch, step, total_steps, warmup, world)
@@ -493,6 +495,18 @@ def finetune(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, 
         row = epoch_row(epoch, "finetune", (train_loss, train_acc), (val_loss, val_acc),
                         optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
         finish_epoch(run, record, model, row, optimizer.state_dict(), step)
+
+
+def out_of_time(run: Run, record: RunRecord) -> bool:
+    """With ``--time``: True (and said) when another epoch, as long as the last one, would end past it."""
+    if run.cfg.time is None or not record.history:
+        return False
+    used = time.perf_counter() - run.started
+    if used + record.history[-1]["seconds"] <= run.cfg.time:
+        return False
+    log(f"imgclass: --time {format_duration(run.cfg.time)}: stopping after epoch {record.history[-1]['epoch']} "
+        f"({format_duration(used)} used; another epoch takes about {format_duration(record.history[-1]['seconds'])})")
+    return True
 
 
 def prepare_finetune(parts: Parts, cfg: TrainConfig, world: World,
@@ -520,7 +534,7 @@ def first_epoch(run: Run, start_epoch: int | None) -> int:
 
 
 def report_best(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, features: Features,
-                ds: Dataset, started: float) -> dict:
+                ds: Dataset) -> dict:
     """The report step: the best model's val confusion matrix, the plots (rank 0), and the run's summary."""
     # The final report is about the best model, which is what export and eval use.
     barrier(run.world)  # rank 0 has written it
@@ -534,5 +548,5 @@ def report_best(run: Run, record: RunRecord, model: torch.nn.Module, parts: Part
     stages = {stage: max(r["val_acc"] for r in record.history if r["stage"] == stage) for stage in ("head", "finetune")
               if any(r["stage"] == stage for r in record.history)}
     return {"best_acc": record.best_acc, "best_epoch": record.best_epoch, "stages": stages, "classes": ds.classes,
-            "seconds": time.perf_counter() - started, "model_dir": str(run.model_dir),
-            "table": report.per_class_table(ds.classes, matrix)}
+            "seconds": time.perf_counter() - run.started, "model_dir": str(run.model_dir),
+            "table": report.per_class_table(ds.classes, matrix), "plan": run.plan}

@@ -3,12 +3,18 @@
 seconds: the trunk is 90% of the compute and never needs to run twice."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import NamedTuple
 
 import torch
 from torch import nn
 
 from ..errors import ImgclassError
+from ..models import ModelSpec, get_spec
+from ..preprocess import Preprocess
+from .config import TrainConfig
+
+Prior = tuple[torch.Tensor | None, torch.Tensor | None]  # the pretrained 1000-way classifier's (weight, bias), if any
 
 
 class Parts(NamedTuple):
@@ -79,3 +85,22 @@ def trainable_tail_parameters(parts: Parts) -> list[nn.Parameter]:
     if isinstance(parts.tail, (_TimmPreLogits, nn.Identity)):
         return []
     return list(parts.tail.parameters())
+
+
+def network_spec(cfg: TrainConfig) -> tuple[ModelSpec, Preprocess]:
+    """The run's network and its preprocessing, at the run's resolution."""
+    spec = get_spec(cfg.arch)
+    return spec, replace(spec.preprocess, size=cfg.resolution) if cfg.resolution else spec.preprocess
+
+
+def build_network(spec: ModelSpec, cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, Prior]:
+    """The network with a fresh ``num_classes`` head, and the pretrained 1000-way classifier's (weight, bias)
+    for the head fit's prior."""
+    from ..models.build import build_model, replace_head
+
+    model = build_model(spec, cfg.weights, pretrained=cfg.pretrained)
+    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
+    prior = (None, None)
+    if cfg.pretrained and isinstance(head, torch.nn.Linear) and head.out_features == 1000:
+        prior = (head.weight.detach().clone(), head.bias.detach().clone() if head.bias is not None else None)
+    return replace_head(model, num_classes), prior
