@@ -3,7 +3,9 @@ machine for the run), as a user times them: fresh processes, start to exit, the 
 after one earlier run, the two alternated, for each job size. Prints the medians, what `--ray` adds
 (the fixed overhead: the difference of the walls), and the throughput after start-up (the images
 between two job sizes over the difference of their walls, in which the fixed costs cancel out); each
-table made on Ray must equal the local one, and its summary must say it ran on Ray.
+table made on Ray must equal the local one, and its summary must say it ran on Ray. Ray's own floor is
+timed beside them: a fresh process that starts a local Ray, runs a Ray Data job of the same shape on it
+(an actor per CPU, each doing nothing to 400 rows) and shuts it down.
 
     python benchmarks/ray_wall_clock.py --images ../shared/data/flowers12 --sizes 400 4000
 
@@ -25,6 +27,21 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from imgclass.media.inputs import list_images
+
+
+RAY_FLOOR = r"""
+import logging, ray, ray.data
+ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+ray.data.DataContext.get_current().enable_progress_bars = False
+class Nothing:
+    def __call__(self, batch):
+        return batch
+cpus = int(ray.cluster_resources()["CPU"])
+rows = ray.data.from_items([{"row": i} for i in range(400)], override_num_blocks=2 * cpus).map_batches(
+    Nothing, batch_size=None, compute=ray.data.ActorPoolStrategy(size=cpus), num_cpus=1)
+assert sum(len(b["row"]) for b in rows.iter_batches(batch_size=None)) == 400
+ray.shutdown()
+"""
 
 
 def job_folder(root: Path, photos: list[Path], size: int) -> Path:
@@ -69,8 +86,9 @@ def main() -> None:
                     walls.setdefault((size, mode), []).append(seconds)
                     if mode == "ray" and " on Ray" not in summary:
                         sys.exit(f"the --ray run's summary does not say it ran on Ray: {summary!r}")
-                print(f"{size} images: local {walls[size, 'local'][-1]:.2f} s, --ray {walls[size, 'ray'][-1]:.2f} s",
-                      file=sys.stderr, flush=True)
+                walls.setdefault((0, "floor"), []).append(run([sys.executable, "-c", RAY_FLOOR])[0])
+                print(f"{size} images: local {walls[size, 'local'][-1]:.2f} s, --ray {walls[size, 'ray'][-1]:.2f} s, "
+                      f"Ray's floor {walls[0, 'floor'][-1]:.2f} s", file=sys.stderr, flush=True)
             if not pq.read_table(tables["ray"]).equals(pq.read_table(tables["local"])):
                 sys.exit(f"{size} images: the table made on Ray differs from the local one")
     wall = {key: statistics.median(values) for key, values in walls.items()}
@@ -84,6 +102,8 @@ def main() -> None:
     rate = {mode: (large - small) / (wall[large, mode] - wall[small, mode]) for mode in ("local", "ray")}
     print(f"after start-up ({small} -> {large} images): local {rate['local']:.1f} img/s, --ray {rate['ray']:.1f} img/s "
           f"({rate['ray'] / rate['local']:.0%} of local)")
+    print(f"Ray's own floor (start a local Ray, a Ray Data job of an actor per CPU doing nothing, shut down): "
+          f"{wall[0, 'floor']:.2f} s")
 
 
 if __name__ == "__main__":
