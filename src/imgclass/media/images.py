@@ -82,7 +82,7 @@ def _reduce(image: Image.Image, min_size: int | None, limit: int, where: str | P
         ImgclassError: over ``limit`` pixels even so (``where`` names it).
     """
     w, h = image.size
-    scale = 1
+    reduction = 1
     if image.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with a second picture inside
         k = next((k for k in (1, 2, 4, 8) if (w // k) * (h // k) <= limit), 8)  # the reduction the limit needs
         want = (w // k, h // k)
@@ -90,13 +90,14 @@ def _reduce(image: Image.Image, min_size: int | None, limit: int, where: str | P
             scale = min_size / min(w, h)
             want = (min(want[0], int(w * scale) + 1), min(want[1], int(h * scale) + 1))
         if want != (w, h):
-            _, box = image.draft("RGB", want)  # the largest reduction whose size stays >= want
-            scale = round(w / box[2])
+            drafted = image.draft("RGB", want)  # the largest reduction whose size stays >= want
+            if drafted is not None:  # (mode, box of the frame at the new scale)
+                reduction = round(w / drafted[1][2])
             w, h = image.size
     if w * h > limit:
         raise ImgclassError(f"{where}: {w}x{h} pixels, more than the {limit:,} imgclass decodes (a decompression "
                             f"bomb, or a huge scan); scale it down, or raise {MAX_PIXELS_ENV}")
-    return scale
+    return reduction
 
 
 def _without_unseen_scans(image: Image.Image, source: bytes | Path) -> Image.Image:
