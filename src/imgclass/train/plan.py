@@ -9,7 +9,7 @@ default; a budget too short for any fine-tuning gets the smallest network's head
 Example:
     >>> rates = {"efficientnet-lite0": Rates(start=3, trunk=80, tail=900, step=300, fit=2e6)}
     >>> choose_plan(120, 1000, 200, rates, epochs=4).describe()
-    'efficientnet-lite0, cached-trunk recipe, 4 fine-tune epochs: about 1 min 12 s'
+    'efficientnet-lite0, cached-trunk recipe, 4 fine-tune epochs: about 49 s'
 """
 from __future__ import annotations
 
