@@ -55,7 +55,8 @@ def add_parser(sub) -> None:
     add_setting(p, "--wd", "--weight-decay", dest="weight_decay", type=float, help="weight decay of the fine-tuned blocks")
     add_setting(p, "--patience", type=int, help="stop after this many epochs without a better val accuracy")
     add_setting(p, "-j", "--workers", type=int, help="threads decoding images")
-    add_setting(p, "--resolution", type=int, help="network input side (default: the network's own)")
+    add_setting(p, "--resolution", type=int, help="network input side (default: the network's own, or 8/7 of it "
+                                                  "when the dataset's images are smaller than it)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue a run from its checkpoint.pth.tar, in its folder and with its settings "
                         "(the flags given here change them)")
@@ -119,7 +120,8 @@ def run(args) -> int:
     stages = ", ".join(f"{stage} {acc:.2f}%" for stage, acc in summary["stages"].items())
     if summary["plan"]:
         print(f"imgclass: planned {summary['plan']}; took {format_duration(summary['seconds'])}")
-    print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}) "
+    print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}; "
+          f"input {summary['input_size']} px) "
           f"in {summary['seconds']:.0f} s; model in {cfg.model_dir}/{BEST}", end="")
     if args.jetson:  # the tutorial's next step is its own script
         print(f"; next: onnx_export.py --model-dir={cfg.model_dir}")

@@ -242,7 +242,8 @@ def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
     model_dir = Path(cfg.model_dir)
     if world.main:
         model_dir.mkdir(parents=True, exist_ok=True)
-    spec, preprocess = network_spec(cfg)
+    spec, preprocess, said = network_spec(cfg, checkpoint)
+    log(f"imgclass: {said}")
     return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint, time.perf_counter())
 
 
@@ -321,7 +322,9 @@ def plan_budget(run: Run, ds: Dataset) -> Run:
                 f"(from speeds measured on this machine)")
         log(f"imgclass: {said}")
     cfg, said = broadcast_object((cfg, said) if run.world.main else None, run.world)
-    spec, preprocess = network_spec(cfg)
+    spec, preprocess, input_said = network_spec(cfg)
+    if preprocess != run.preprocess:  # another network: start_run's line no longer holds
+        log(f"imgclass: {input_said}")
     return replace(run, cfg=cfg, spec=spec, preprocess=preprocess, plan=said)
 
 
@@ -549,4 +552,4 @@ def report_best(run: Run, record: RunRecord, model: torch.nn.Module, parts: Part
               if any(r["stage"] == stage for r in record.history)}
     return {"best_acc": record.best_acc, "best_epoch": record.best_epoch, "stages": stages, "classes": ds.classes,
             "seconds": time.perf_counter() - run.started, "model_dir": str(run.model_dir),
-            "table": report.per_class_table(ds.classes, matrix), "plan": run.plan}
+            "input_size": run.preprocess.size, "table": report.per_class_table(ds.classes, matrix), "plan": run.plan}

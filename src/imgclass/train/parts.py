@@ -3,7 +3,6 @@
 seconds: the trunk is 90% of the compute and never needs to run twice."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import NamedTuple
 
 import torch
@@ -13,6 +12,7 @@ from ..errors import ImgclassError
 from ..models import ModelSpec, get_spec
 from ..preprocess import Preprocess
 from .config import TrainConfig
+from .input_size import choose_input
 
 Prior = tuple[torch.Tensor | None, torch.Tensor | None]  # the pretrained 1000-way classifier's (weight, bias), if any
 
@@ -87,10 +87,11 @@ def trainable_tail_parameters(parts: Parts) -> list[nn.Parameter]:
     return list(parts.tail.parameters())
 
 
-def network_spec(cfg: TrainConfig) -> tuple[ModelSpec, Preprocess]:
-    """The run's network and its preprocessing, at the run's resolution."""
+def network_spec(cfg: TrainConfig, checkpoint: dict | None = None) -> tuple[ModelSpec, Preprocess, str]:
+    """The run's network, its preprocessing at the input side ``choose_input`` decides (a resumed run's:
+    its ``checkpoint``'s), and that decision in words."""
     spec = get_spec(cfg.arch)
-    return spec, replace(spec.preprocess, size=cfg.resolution) if cfg.resolution else spec.preprocess
+    return spec, *choose_input(spec, cfg, checkpoint)
 
 
 def build_network(spec: ModelSpec, cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, Prior]:

@@ -115,7 +115,7 @@ def candidates(cfg: TrainConfig) -> list[str]:
 def measure(arch: str, cfg: TrainConfig, images: list[Path], device: torch.device) -> Rates:
     """``arch``'s rates on ``device``, timed with ``clock`` on ``images`` (``SAMPLE`` or fewer)."""
     cfg = replace(cfg, arch=arch)
-    spec, preprocess = network_spec(cfg)
+    spec, preprocess, _ = network_spec(cfg)
     model, _ = build_network(spec, cfg, 2)
     parts = split_model(model.to(device).to(memory_format=torch.channels_last).eval())
     trunk_runner(parts, spec, cfg, preprocess, device)  # exports and caches the trunk engine the first time
@@ -153,7 +153,8 @@ def machine_rates(cfg: TrainConfig, images: list[Path], device: torch.device) ->
         known = {}
     out = {}
     for arch in candidates(cfg):
-        key = cache_key(arch, cfg.resolution, device.type, torch.get_num_threads(), torch.__version__, FORMAT)
+        side = network_spec(replace(cfg, arch=arch))[1].size  # the input side the run would take (small images: larger)
+        key = cache_key(arch, side, device.type, torch.get_num_threads(), torch.__version__, FORMAT)
         if key not in known:
             known[key] = asdict(measure(arch, cfg, images, device))
         out[arch] = Rates(**known[key])
