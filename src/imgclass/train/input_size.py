@@ -7,7 +7,8 @@ scale nearer the one they learned. Measured on flowers12 downscaled to 128 px
 (``benchmarks/train_small_images.py``, BENCHMARKS.md), val images right out of 240 with lite0:
 224 (the network's own) 232, 256 234, 288 233, 176 231, 128 227; another upscale filter (Lanczos) 233,
 the whole frame without the center crop 231; full-resolution flowers12 gives 235. A larger network
-(lite1, lite2) also gives 235 at about 1.5x and 2.8x the cost, and stays the user's choice (``--arch``).
+(lite1, lite2) also gives 235, but costs more (lite2 2.8x) and changes the network: the user's choice
+(``--arch``). Measured on lite0 only: 8/7 for other networks is an extrapolation.
 """
 from __future__ import annotations
 
