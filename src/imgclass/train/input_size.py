@@ -1,13 +1,12 @@
 """The network's input side for a training run: the one place that decides it.
 
 The network's own (224 for efficientnet-lite0), unless ``--resolution`` says otherwise, or the
-dataset's images are smaller than it: then the network runs at 8/7 of its side (256 for lite0).
-Upscaled thumbnails are blurred, and showing them larger lets the pretrained filters meet them at a
-scale nearer the one they learned. Measured on flowers12 downscaled to 128 px
-(``benchmarks/train_small_images.py``, BENCHMARKS.md), val images right out of 240 with lite0:
-224 (the network's own) 232, 256 234, 288 233, 176 231, 128 227; another upscale filter (Lanczos) 233,
-the whole frame without the center crop 231; full-resolution flowers12 gives 235. A larger network
-(lite1, lite2) also gives 235, but costs more (lite2 2.8x) and changes the network: the user's choice
+dataset's images are smaller than it: then the network runs at 8/7 of its side (256 for lite0), chosen
+by measurement, not derived. On flowers12 downscaled to 128 px (``benchmarks/train_small_images.py``,
+BENCHMARKS.md), val images right out of 240 with lite0: 224 (the network's own) 232, 256 234, 288 233,
+176 231, 128 227; another upscale filter (Lanczos) 233, the whole frame without the center crop 231;
+full-resolution flowers12 gives 235. A larger network (lite1, lite2) also gives 235, but costs more
+(lite1 1.17x the whole command, lite2 2.8x on larger sets) and changes the network: the user's choice
 (``--arch``). Measured on lite0 only: 8/7 for other networks is an extrapolation.
 """
 from __future__ import annotations
