@@ -16,6 +16,7 @@ import imgclass.runtime.torch_cuda as torch_cuda
 from imgclass.media.inputs import list_images
 from imgclass.models import get_spec
 from imgclass.models.build import build_model
+from imgclass.runtime.torch_cuda import SMALL_JOB
 
 
 def main() -> None:
@@ -26,7 +27,7 @@ def main() -> None:
     files = list_images(args.folder) * args.repeat
     spec = get_spec("efficientnet-lite0")
     engine = torch_cuda.TorchEngine(build_model(spec), spec.preprocess)
-    list(engine.classify_files(files[:600], 256))  # compile, graphs and decoders warm, outside the timings
+    list(engine.classify_files(files[:SMALL_JOB], 256))  # graphs, cuDNN and nvJPEG warm, outside the timings
     for threads in (4, 1, 2, 8):
         for batch in (256, 512):
             gpu_decode.DECODE_THREADS = threads

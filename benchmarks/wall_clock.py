@@ -61,13 +61,20 @@ def job_folder(root: Path, photos: list[Path], size: int) -> Path:
     return folder
 
 
-def seconds(command: list[str]) -> float:
-    """Wall time of a fresh process, start to exit (its output discarded; a failure stops the benchmark)."""
+def seconds(command: list[str]) -> tuple[float, str]:
+    """Wall time of a fresh process, start to exit, and its stderr (stdout discarded; a failure stops
+    the benchmark)."""
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         sys.exit(f"failed: {' '.join(command)}\n{done.stderr[-2000:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, done.stderr
+
+
+def median_seconds(command: list[str], repeats: int) -> tuple[float, str]:
+    """The median wall time of ``repeats`` fresh processes, and what the last one said on stderr."""
+    runs = [seconds(command) for _ in range(repeats)]
+    return statistics.median(s for s, _ in runs), runs[-1][1]
 
 
 def main() -> None:
@@ -85,26 +92,36 @@ def main() -> None:
         script = Path(tmp) / "plain_torch.py"
         script.write_text(PLAIN_TORCH)
         cuda = "cuda" in args.devices
-        floor = statistics.median(seconds([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda')"])
-                                  for _ in range(args.repeats)) if cuda else None
+        floor = median_seconds([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda')"],
+                               args.repeats)[0] if cuda else None
         for size in args.sizes:
             folder = job_folder(Path(tmp), photos, size)
             row = {"images": size}
             for device in args.devices:
-                seconds([*imgclass, str(folder), "--device", device])  # the cache warm, as after one earlier run
-                row[device] = statistics.median(seconds([*imgclass, str(folder), "--device", device])
-                                                for _ in range(args.repeats))
+                command = [*imgclass, str(folder), "--device", device, *(["--verbose"] if device == "auto" else [])]
+                seconds(command)  # the cache warm, as after one earlier run
+                row[device], said = median_seconds(command, args.repeats)
+                if device == "auto":  # which device it took: "imgclass: --device auto: cuda for 5760 images (...)"
+                    row["picked"] = next((line.split()[3] for line in said.splitlines() if "--device auto:" in line), "")
             if args.plain:
-                row["plain"] = statistics.median(seconds([sys.executable, str(script), str(folder), "cuda" if cuda else "cpu"])
-                                                 for _ in range(args.repeats))
+                row["plain"] = median_seconds([sys.executable, str(script), str(folder), "cuda" if cuda else "cpu"],
+                                              args.repeats)[0]
             rows.append(row)
             print(row, file=sys.stderr, flush=True)
     columns = ["images", *args.devices, *(["plain"] if args.plain else [])]
-    print(f"machine: {os.cpu_count()} cores" + (f"; CUDA floor (import torch + first tensor) {floor:.2f} s" if floor else ""))
-    print(" | ".join(f"{c:>9}" for c in columns))
+    print(f"machine: {os.cpu_count()} cores" + (f", {gpu_name()}; CUDA floor (import torch + first tensor) {floor:.2f} s"
+                                                  if floor else ""))
+    print(" | ".join(f"{c:>12}" for c in columns))
     for row in rows:
-        print(" | ".join(f"{row[c]:>9}" if c == "images" else f"{row[c]:>8.2f}s" for c in columns))
+        print(" | ".join(f"{row[c]:>12}" if c == "images" else f"{row[c]:>7.2f} s" + (f" {row['picked']:>4}" if c == "auto"
+                         else "     ") for c in columns))
 
+
+def gpu_name() -> str:
+    """The card, as the NVIDIA driver names it (without importing torch here)."""
+    names = [p.read_text(errors="replace").split("\n", 1)[0].split(":", 1)[-1].strip()
+             for p in Path("/proc/driver/nvidia/gpus").glob("*/information")]
+    return ", ".join(names) or "no NVIDIA GPU"
 
 if __name__ == "__main__":
     main()

@@ -55,3 +55,22 @@ def test_gpu_decode_classifies_a_folder_and_skips_bad_files(gpu, images_dir, tmp
     cpu = {p.name: r for p, r, _ in imgclass.Classifier(device="cpu").classify_files(paths)}
     for name in names:
         assert abs(cpu[name][0].confidence - results[name][0].confidence) < 0.1
+
+
+def test_a_folder_job_pays_only_for_what_it_uses(images_dir, monkeypatch):
+    """One padded batch shape per job, a graph captured from its second batch, no torch.compile; a small
+    job decoded by the CPU and run without cuDNN, a large one decoded by nvJPEG: the same classes."""
+    from imgclass.models import get_spec
+    from imgclass.models.registry import read_weights
+    from imgclass.runtime import torch_cuda
+
+    spec = get_spec("efficientnet-lite0")
+    engine = torch_cuda.TorchEngine(torch_cuda.scripted_network(spec, read_weights(spec)), spec.preprocess)
+    paths = sorted(images_dir.glob("*.jpg"))[:33] * 2  # batches of 64 and 2
+    small = [p for _, p in engine.classify_files(paths, batch_size=64)]
+    assert set(engine._graphs) == {(64, False, False)}  # the 2 ran padded to 64, on the graph of the 64
+    monkeypatch.setattr(torch_cuda, "SMALL_JOB", 0)
+    large = [p for _, p in engine.classify_files(paths, batch_size=64)]
+    assert set(engine._graphs) == {(64, False, False), (64, False, True)}
+    assert engine._compiled is None  # a folder job does not repay torch.compile
+    assert (np.stack(small).argmax(1) == np.stack(large).argmax(1)).mean() >= 0.9

@@ -1,8 +1,10 @@
 """Reduced precision on the CPU (``--precision bf16|int8|auto``): accuracy on real photos, the
 calibration, the caches, int8 export, and the preprocessing shortcuts that let end to end keep up."""
+import io
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +13,10 @@ from PIL import Image
 import imgclass
 import imgclass.runtime.precision as precision
 from imgclass.errors import ImgclassError
+import imgclass.media.images as images_module
+from imgclass.media.decode import decode
 from imgclass.media.images import open_image
+from imgclass.media.jpeg import eighth_scale_scans
 from imgclass.preprocess import _RESAMPLE, Preprocess
 from imgclass.models.onnx import META_DATASET
 from imgclass.runtime.openvino import OpenVinoEngine, cpu_precisions
@@ -160,6 +165,50 @@ def test_the_crop_resizes_only_what_it_keeps(images_dir):
             assert np.abs(preprocess.resize_and_crop(image) - reference).max() <= 2
     small = Image.new("RGB", (30, 20), (1, 2, 3))  # smaller than the input: upscaled, still the crop
     assert Preprocess(size=64).resize_and_crop(small).shape == (64, 64, 3)
+
+
+def progressive_jpeg(pixels: np.ndarray, sampling: int | None = None, restarts: int = 0) -> bytes:
+    """``pixels`` (HxWx3 RGB, or HxW gray) as a progressive JPEG with libjpeg's scan script (OpenCV:
+    Pillow's encoder fails on some progressive 4:4:4 images)."""
+    options = [cv2.IMWRITE_JPEG_PROGRESSIVE, 1, cv2.IMWRITE_JPEG_QUALITY, 90, cv2.IMWRITE_JPEG_RST_INTERVAL, restarts]
+    if sampling is not None:
+        options += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, sampling]
+    return cv2.imencode(".jpg", pixels[..., ::-1] if pixels.ndim == 3 else pixels, options)[1].tobytes()
+
+
+def eighth_scale(data: bytes, k: int = 8) -> np.ndarray:
+    image = Image.open(io.BytesIO(data))
+    image.draft("RGB", (image.width // k, image.height // k))
+    return np.asarray(image)
+
+
+def test_a_progressive_jpeg_at_eighth_scale_skips_the_scans_that_scale_ignores(images_dir, monkeypatch):
+    """Every subsampling, gray, restart markers: fewer bytes, the very same pixels at 1/8 (not at 1/4,
+    where the dropped coefficients count); a JPEG it cannot apply to is left to the decoder."""
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:480, 0:640]
+    pixels = np.clip(np.stack([x * 0.4, y * 0.5, (x + y) % 256], -1) + rng.normal(0, 30, (480, 640, 3)), 0, 255)
+    pixels = pixels.astype(np.uint8)
+    cases = [progressive_jpeg(pixels, s) for s in (cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+                                                   cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422,
+                                                   cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420)]
+    cases += [progressive_jpeg(pixels[..., 1]), progressive_jpeg(pixels, restarts=3)]
+    for data in cases:
+        lean = eighth_scale_scans(data)
+        assert len(lean) < len(data) / 2
+        assert np.array_equal(eighth_scale(lean), eighth_scale(data))
+        assert not np.array_equal(eighth_scale(lean, 4), eighth_scale(data, 4))
+    assert eighth_scale_scans(cv2.imencode(".jpg", pixels)[1].tobytes()) is None  # baseline: nothing to skip
+    assert eighth_scale_scans(cases[0][:len(cases[0]) // 2]) is None  # truncated: the decoder says so
+    assert eighth_scale_scans(b"GIF89a") is None
+    # through the one decode: a 9.4 MP progressive photo gets the pixels it got with every scan
+    grass, lean_sizes = images_dir / "grass.jpg", []
+    monkeypatch.setattr(images_module, "eighth_scale_scans",
+                        lambda data: lean_sizes.append(len(data)) or eighth_scale_scans(data))
+    fast = decode(grass, Preprocess())
+    assert lean_sizes == [grass.stat().st_size]
+    monkeypatch.setattr(images_module, "eighth_scale_scans", lambda data: None)
+    assert np.array_equal(decode(grass, Preprocess()), fast)
 
 
 def test_normalize_is_the_formula_in_one_pass():

@@ -7,6 +7,7 @@ RAY_TMPDIR (its sessions and cluster address file) are temporary; the processes 
 by their session id, and only those are killed."""
 import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -121,6 +122,19 @@ def test_ray_address_joins_a_token_authenticated_cluster(head, tmp_path):
     rows = pq.read_table(out).to_pylist()
     assert [row["path"] for row in rows] == [str(p) for p in PHOTOS]
     assert all(row["error"] is None and len(row["labels"]) == 1 for row in rows)
+
+
+def test_a_small_job_on_a_ray_of_its_own_gives_the_local_table(ray_env, tmp_path):
+    """``--ray`` alone: the run starts a Ray while it lists the images and loads the model, classifies on
+    it, and ends it; the table is the local run's, and the summary says where it ran."""
+    import pyarrow.parquet as pq
+
+    local, on_ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    assert run_cli("classify", EXAMPLES, local, "--topk", "3").returncode == 0
+    result = run_cli("classify", EXAMPLES, on_ray, "--topk", "3", "--ray", timeout=240)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert re.search(r"on Ray: \d+ actor\(s\) on 1 node\(s\)", result.stderr), result.stderr
+    assert pq.read_table(on_ray).equals(pq.read_table(local))
 
 
 def test_a_killed_driver_leaves_no_process_of_its_local_ray(ray_env, tmp_path):

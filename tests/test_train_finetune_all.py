@@ -14,7 +14,7 @@ import torch
 from test_train import make_dataset, rows, train_cmd
 from test_train_ddp import assert_same_run
 
-from imgclass.data import Images, find_dataset
+from imgclass.data import ImageIndex, find_dataset
 from imgclass.errors import ImgclassError
 from imgclass.models import get_spec
 from imgclass.train import CHECKPOINT, TrainConfig, load_checkpoint, train
@@ -87,8 +87,7 @@ def test_two_processes_take_the_steps_one_takes(dataset, full_run, tmp_path):
 
 def test_augmentation_and_order_depend_on_seed_epoch_and_index_alone(dataset):
     ds = find_dataset(dataset)
-    images = Images(np.zeros((0, 0, 0, 3), np.uint8), np.array([label for _, label in ds.train]),
-                    [path for path, _ in ds.train], [])
+    images = ImageIndex(np.array([label for _, label in ds.train]), [path for path, _ in ds.train], [])
     augmented = AugmentedImages(images, replace(get_spec("efficientnet-lite0").preprocess, size=64), seed=0)
     x, label = augmented[(5, 1)]
     assert x.shape == (3, 64, 64) and x.dtype == torch.uint8 and label == images.labels[5]

@@ -14,12 +14,12 @@ from PIL import Image
 
 from .errors import ImgclassError
 from .labels import imagenet_labels, read_labels
-from .media.decode import decode, decode_files
+from .media.decode import decode
 from .media.images import load_image, save_image
 from .models.onnx import META_LABELS, META_NETWORK, META_SYNSETS, meta_labels
 from .models.resolve import ModelRef, OnnxRef, resolve_model
 from .parallel import prefetched
-from .runtime.base import EngineOptions, Job
+from .runtime.base import EngineOptions, Job, host_decoded
 from .runtime.select import model_preprocess, select_engine
 
 __all__ = ["Classifier", "Prediction", "load_image", "save_image"]
@@ -185,16 +185,12 @@ class Classifier:
     def _file_probabilities(self, paths: list[Path], batch_size: int = 8, workers: int | None = None
                             ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
         """Probabilities of image files, in order: the one way every route classifies a file. An engine
-        that decodes files on its device (CUDA: nvJPEG in batches) does it all; otherwise the files go
-        through ``media.decode`` in threads, ahead of the runtime."""
+        that decodes files itself (CUDA: nvJPEG in batches, a small job in CPU threads) does it all;
+        otherwise the files go through ``media.decode`` in threads, ahead of the runtime."""
         if self.engine.decodes_files:
             yield from self.engine.classify_files(paths)
-            return
-        for chunk in decode_files(paths, self.preprocess, batch_size, workers):
-            good = [x for _, x in chunk if not isinstance(x, ImgclassError)]
-            probs = iter(self.probabilities(self.preprocess.normalize(np.stack(good)))) if good else iter(())
-            for path, x in chunk:
-                yield path, x if isinstance(x, ImgclassError) else next(probs)
+        else:
+            yield from host_decoded(self.probabilities, paths, self.preprocess, batch_size, workers)
 
 
 def _frame_or_error(path: Path) -> np.ndarray | ImgclassError:

@@ -60,7 +60,7 @@ def test_select_engine_asks_the_runtimes_in_order_with_auto_resolved():
     first = register_runtime(Runtime("first", lambda m, d, p: asked.append((d, p)) and False, None))
     try:
         engine = select_engine(FakeModel(), "cpu", "fp32", Job(images=3), EngineOptions(threads=2))
-        assert engine == ("engine", "cpu", EngineOptions(threads=2)) and asked == [("cpu", "fp32")]
+        assert engine == ("engine", "cpu", EngineOptions(threads=2, job=Job(images=3))) and asked == [("cpu", "fp32")]
         with pytest.raises(ImgclassError, match="is for the CPU"):
             select_engine(FakeModel(), "cuda", "int8")
         with pytest.raises(ImgclassError, match="unknown precision"):

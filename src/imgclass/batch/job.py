@@ -74,23 +74,31 @@ def classify_table(input: str, output: str | Path, classifier: ClassifierConfig 
     refs = found.refs
     check_output(output, set() if is_uri(input) else file_ids([input]))
     classifier = classifier if isinstance(classifier, ClassifierConfig) else ClassifierConfig(**(classifier or {}))
-    # On Ray, built here on the CPU too: a bad model fails now, in one line, and the engine cache is
-    # warm for the actors.
-    net = Classifier(**(replace(classifier, device="cpu") if ray is not None else classifier).options(), job=Job(images=len(refs)))
-    about = {"network": net.network_name, "topk": topk, "threshold": threshold}
-    shards = Shards(output, fingerprint(refs, classifier, about), len(refs))
-    resumed, todo, start = shards.finished, shards.pending(shard_size), time.perf_counter()
-    if ray is None:
-        parts = ((span, classify_rows(net, refs[slice(*span)], topk, threshold, batch_size)) for span in todo)
-    else:
-        del net  # the actors have their own
-        from .raydata import RayJob
-        job = RayJob(ray, classifier, topk=topk, threshold=threshold, batch_size=batch_size, actors=ray_actors)
-        parts = job.parts(refs, todo)
-    for span, table in parts:
-        shards.save(span, table)
-        if on_progress is not None:
-            on_progress(span[1] - span[0])
+    session = None
+    if ray is not None:
+        from .raydata import RayJob, RaySession
+        session = RaySession(ray)  # Ray starts while the model loads
+    try:
+        # On Ray, built here on the CPU too: a bad model fails before any image is classified, in one line
+        # (once Ray's start, already under way, is over), and the engine cache is warm for the actors.
+        net = Classifier(**(replace(classifier, device="cpu") if ray is not None else classifier).options(),
+                         job=Job(images=len(refs)))
+        about = {"network": net.network_name, "topk": topk, "threshold": threshold}
+        shards = Shards(output, fingerprint(refs, classifier, about), len(refs))
+        resumed, todo, start = shards.finished, shards.pending(shard_size), time.perf_counter()
+        if session is None:
+            parts = ((span, classify_rows(net, refs[slice(*span)], topk, threshold, batch_size)) for span in todo)
+        else:
+            del net  # the actors have their own
+            job = RayJob(session, classifier, topk=topk, threshold=threshold, batch_size=batch_size, actors=ray_actors)
+            parts = job.parts(refs, todo)
+        for span, table in parts:
+            shards.save(span, table)
+            if on_progress is not None:
+                on_progress(span[1] - span[0])
+    finally:
+        if session is not None:
+            session.close()
     where = "in this process" if ray is None else job.describe()
     seconds = time.perf_counter() - start
     errors: list[str] = []

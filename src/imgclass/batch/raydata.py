@@ -19,6 +19,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -37,6 +38,7 @@ from . import guardian as guardian_script
 from .rows import classify_rows
 from .table import SCHEMA
 
+NO_RAY = "--ray needs Ray Data: pip install 'imgclass[ray]'"
 ACTORS_START_S = 600       # time for the actor pool to start (an autoscaling cluster adds nodes)
 AUTH_MODE = "RAY_AUTH_MODE"  # Ray's switch for token authentication: "token" or "disabled"
 
@@ -66,22 +68,67 @@ class ClassifyActor:
         return table.append_column("row", batch["row"]).append_column("node", pa.array([self.node] * len(table)))
 
 
-class RayJob:
-    """Classify parts of an image list on a Ray cluster with a pool of ``ClassifyActor``.
+class RaySession:
+    """A connection to Ray (``ray_session``) made in a thread from the moment this is created, so that
+    importing Ray and starting a local one (seconds) overlap what the driver does meanwhile: listing the
+    images, building the model (which leaves the engine in the cache for the actors), reading the parts
+    already done. The thread holds the session until ``close``: Ray ties the processes of a local Ray
+    to the thread that started them (they die with it).
 
     Args:
         address: "local" (a Ray started here), or a cluster's address; a process already connected
             (``ray.init``) keeps its connection.
+    """
+
+    def __init__(self, address: str):
+        self._ready, self._closing = threading.Event(), threading.Event()
+        self._ray, self._error = None, None
+        self._thread = threading.Thread(target=self._hold, args=(address,), name="ray-session", daemon=True)
+        self._thread.start()
+
+    def _hold(self, address: str) -> None:
+        try:
+            with ray_session(address) as ray:
+                self._ray = ray
+                self._ready.set()
+                self._closing.wait()
+        except BaseException as e:  # raised in the caller's thread, by ``ray``
+            self._error = e
+        finally:
+            self._ready.set()
+
+    def ray(self):
+        """The ``ray`` module, connected, once it is.
+
+        Raises:
+            ImgclassError: what ``ray_session`` raised (no Ray installed, a cluster out of reach).
+        """
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        return self._ray
+
+    def close(self) -> None:
+        """End the session (a local Ray shuts down), once its start is over."""
+        self._closing.set()
+        self._thread.join()
+
+
+class RayJob:
+    """Classify parts of an image list on a Ray cluster with a pool of ``ClassifyActor``.
+
+    Args:
+        session: the connection to the cluster (``RaySession``).
         classifier: the Classifier's settings; ``threads`` is per actor, ``device`` "auto" means
             the GPUs when the cluster has any.
         actors: how many (default: ``actor_plan``'s).
     """
 
-    def __init__(self, address: str, classifier: ClassifierConfig, *, topk: int, threshold: float, batch_size: int,
-                 actors: int | None = None):
+    def __init__(self, session: RaySession, classifier: ClassifierConfig, *, topk: int, threshold: float,
+                 batch_size: int, actors: int | None = None):
         if actors is not None and actors < 1:
             raise ImgclassError(f"--ray-actors {actors}: give 1 or more")
-        self.address, self.classifier, self.actors = address, classifier, actors
+        self.session, self.classifier, self.actors = session, classifier, actors
         self.topk, self.threshold, self.batch_size = topk, threshold, batch_size
         self.nodes: set[str] = set()  # the nodes whose actors returned rows
 
@@ -94,15 +141,14 @@ class RayJob:
         """Each span of ``todo`` with its rows (in order, as ``classify_rows`` gives them) once all are in."""
         if not todo:
             return
-        with ray_session(self.address) as ray, data_context(ray):
+        import_ray_data()
+        ray = self.session.ray()
+        with data_context(ray):
             device, threads, self.actors, resources = actor_plan(ray, self.classifier.device, self.classifier.threads,
                                                                  self.actors)
             rows = [{"row": i, "name": refs[i].name, "source": refs[i].source} for a, b in todo for i in range(a, b)]
-            # One actor call per block, of a few inference batches (decode overlaps inference inside it), and
-            # a block for every actor however few the images. (from_items builds the blocks here; from_arrow
-            # would start tasks to describe them.)
-            blocks = max(-(-len(rows) // (self.batch_size * 8)), min(len(rows), self.actors))
-            dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            dataset = ray.data.from_items(rows, override_num_blocks=block_count(len(rows), self.actors,
+                                                                                self.batch_size)).map_batches(
                 ClassifyActor, batch_size=None, batch_format="pyarrow",
                 fn_constructor_kwargs={"classifier": replace(self.classifier, device=device, threads=threads),
                                        "topk": self.topk, "threshold": self.threshold, "batch_size": self.batch_size},
@@ -126,6 +172,21 @@ class RayJob:
                 if sum(len(t) for t in waiting[k]) == b - a:
                     rows = pa.concat_tables(waiting.pop(k)).sort_by("row")
                     yield todo[k], rows.select(SCHEMA.names).cast(SCHEMA)
+
+
+def block_count(rows: int, actors: int, batch_size: int) -> int:
+    """How many blocks ``rows`` images go in: one actor call per block, of about 8 inference batches
+    (decode overlaps inference inside it), as many for every actor, so that the actors finish
+    together (a small job of 7 blocks on 2 actors had one of them idle for its last block); never
+    more blocks than images. (``from_items`` builds the blocks here; ``from_arrow`` would start tasks
+    to describe them.)
+
+    Example:
+        >>> block_count(400, 2, 8), block_count(4000, 2, 8), block_count(3, 2, 8)
+        (8, 64, 2)
+    """
+    per_actor = -(-rows // (batch_size * 8 * actors))
+    return min(rows, actors * per_actor)
 
 
 def actor_plan(ray, device: str, threads: int | None, actors: int | None) -> tuple[str, int, int, dict]:
@@ -167,9 +228,8 @@ def ray_session(address: str):
     """
     try:
         import ray
-        import ray.data
     except ImportError:
-        raise ImgclassError("--ray needs Ray Data: pip install 'imgclass[ray]'") from None
+        raise ImgclassError(NO_RAY) from None
     if ray.is_initialized():
         yield ray
         return
@@ -188,7 +248,36 @@ def ray_session(address: str):
         try:
             yield ray
         finally:
+            if address == "local":
+                stop_autoscaler(ray)
             ray.shutdown()
+
+
+def import_ray_data():
+    """Import Ray Data: apart from ``ray`` and its start (``RaySession``), so that its half second
+    overlaps a local Ray's start (which waits on the processes it starts).
+
+    Raises:
+        ImgclassError: Ray Data, or a package it needs, is missing.
+    """
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ImgclassError(NO_RAY) from None
+
+
+def stop_autoscaler(ray) -> None:
+    """Kill the autoscaler monitor of a Ray started here, before ``ray.shutdown``: a Ray on one machine
+    adds no nodes, and stopped after the GCS (Ray's order) the monitor spends a second reporting its own
+    end to the GCS that is gone, a second of every ``--ray`` run. Through Ray's private node object;
+    a Ray without it shuts down as it always did."""
+    try:
+        monitors = ray._private.worker._global_node.all_processes.get("monitor", [])
+    except AttributeError:
+        return
+    for info in monitors:
+        info.process.kill()
+        info.process.wait()
 
 
 def running_cluster() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import ImgclassError
 from ..flags import jetson_argv
 from ..train import BEST, CHECKPOINT, TrainConfig
+from ..train.config import format_duration, parse_duration
 from . import HelpFormatter
 
 DEFAULTS = TrainConfig(dataset="")
@@ -24,6 +25,14 @@ def add_setting(p: argparse.ArgumentParser, *flags: str, **kwargs) -> None:
     default = getattr(DEFAULTS, action.dest)
     if default is not None and "default" not in action.help:
         action.help += f" (default: {default})"
+
+
+def duration(text: str) -> float:
+    """``--time``'s value in seconds, for argparse (which reports a bad one as this flag's error)."""
+    try:
+        return parse_duration(text)
+    except ImgclassError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix(f"--time {text!r}: ")) from None
 
 
 def add_parser(sub) -> None:
@@ -49,7 +58,8 @@ def add_parser(sub) -> None:
     add_setting(p, "-j", "--workers", type=int,
                 help="threads decoding images (with --finetune all, also the processes that decode and augment "
                      "training images)")
-    add_setting(p, "--resolution", type=int, help="network input side (default: the network's own)")
+    add_setting(p, "--resolution", type=int, help="network input side (default: the network's own, or 8/7 of it "
+                                                  "when the dataset's images are smaller than it)")
     add_setting(p, "--finetune", choices=["tail", "all"],
                 help="the recipe: tail = a head fit on cached features of the frozen network, then its last blocks "
                      "fine-tuned on cached activations (seconds on a CPU, best for small datasets); all = every layer "
@@ -66,6 +76,10 @@ def add_parser(sub) -> None:
     add_setting(p, "--seed", type=int, help="seeds every epoch's shuffling (runs repeat exactly)")
     add_setting(p, "--val-split", type=float, help="fraction of each class held out for val when the dataset has no val folder")
     add_setting(p, "--device", choices=["auto", "cpu", "cuda"], help="where to train")
+    add_setting(p, "--time", type=duration, metavar="DURATION",
+                help="finish within this budget (90s, 5m, 1h30m): the network and epochs are chosen from speeds "
+                     "measured on this machine, and fine-tuning stops when another epoch would pass it "
+                     "(default: no budget; --arch and --epochs as given)")
     p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="train in N processes on this machine, one per GPU (NCCL; on CPUs gloo), through torchrun; "
                         "--batch-size stays the total per step, so the result matches one process "
@@ -112,7 +126,10 @@ def run(args) -> int:
         return 0
     print(summary["table"])
     stages = ", ".join(f"{stage} {acc:.2f}%" for stage, acc in summary["stages"].items())
-    print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}) "
+    if summary["plan"]:
+        print(f"imgclass: planned {summary['plan']}; took {format_duration(summary['seconds'])}")
+    print(f"imgclass: best val accuracy {summary['best_acc']:.2f}% (epoch {summary['best_epoch']}; {stages}; "
+          f"input {summary['input_size']} px) "
           f"in {summary['seconds']:.0f} s; model in {cfg.model_dir}/{BEST}", end="")
     if args.jetson:  # the tutorial's next step is its own script
         print(f"; next: onnx_export.py --model-dir={cfg.model_dir}")
@@ -137,7 +154,7 @@ def resume_hint(cfg: TrainConfig, resume: str | None, since: float, nproc: int |
     written = Path(cfg.model_dir) / CHECKPOINT
     latest = written if written.is_file() and written.stat().st_mtime >= since else resume
     if latest is None:
-        return "no checkpoint was written yet; run the same command to start again"
+        return "no checkpoint was written yet; run the same command to go on (the trunk features stored so far are kept)"
     command = ["imgclass", "train", cfg.dataset, "--resume", str(latest)]
     if Path(latest).parent != Path(cfg.model_dir):
         command += ["--model-dir", cfg.model_dir]

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ImgclassError
-from .images import Images
+from .images import ImageIndex
 
 SMALL_CLASS_RATIO = 0.25  # a class with under a quarter of the median count is worth a warning
 
 
-def check_dataset(classes: list[str], train: Images, val: Images, skipped: list[tuple[Path, str]]) -> list[str]:
-    """Check decoded train/val images; returns warnings (one line each).
+def check_dataset(classes: list[str], train: ImageIndex, val: ImageIndex, skipped: list[tuple[Path, str]]) -> list[str]:
+    """Check the train/val images; returns warnings (one line each).
 
     Raises:
         ImgclassError: a class has no training image, or there is no validation image at all.
@@ -51,7 +51,7 @@ def check_dataset(classes: list[str], train: Images, val: Images, skipped: list[
     return warnings
 
 
-def count_table(classes: list[str], train: Images, val: Images) -> str:
+def count_table(classes: list[str], train: ImageIndex, val: ImageIndex) -> str:
     """Images per class and split, as a small text table."""
     n_train = np.bincount(train.labels, minlength=len(classes))
     n_val = np.bincount(val.labels, minlength=len(classes))

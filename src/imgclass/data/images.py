@@ -1,5 +1,5 @@
-"""Decode a dataset once into memory: small datasets fit in RAM, and decoding is what a CPU
-spends most of its time on, so every epoch and every stage reuses these pixels."""
+"""A split's images: decoded once into memory for the small jobs that want pixels (checks,
+calibration), or only indexed (labels, files, digests) for training, which streams them."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -16,23 +16,48 @@ from .folder import file_digest
 
 
 @dataclass
-class Images:
-    """Decoded images, already resized and center-cropped the way the model's preprocessing does.
+class ImageIndex:
+    """Which images a split holds, without their pixels (what the dataset checks read).
 
     Attributes:
-        pixels: (N, size, size, 3) uint8 RGB.
         labels: (N,) int64 class indices.
-        paths: the files they came from.
+        paths: the files.
         digests: sha256 of each file's bytes (finds duplicates across splits).
     """
 
-    pixels: np.ndarray
     labels: np.ndarray
     paths: list[Path]
     digests: list[str]
 
     def __len__(self) -> int:
         return len(self.paths)
+
+
+@dataclass
+class Images(ImageIndex):
+    """Decoded images, already resized and center-cropped the way the model's preprocessing does.
+
+    Attributes:
+        pixels: (N, size, size, 3) uint8 RGB.
+    """
+
+    pixels: np.ndarray
+
+
+def index_images(paths: list[Path], labels: np.ndarray, workers: int = 2) -> ImageIndex:
+    """The index of readable images: their digests are read in ``workers`` threads.
+
+    Raises:
+        ImgclassError: a file can no longer be read.
+    """
+    def digest(path: Path) -> str:
+        try:
+            return file_digest(path)
+        except OSError as e:
+            raise ImgclassError(f"{path}: cannot read the file ({e.strerror or e})") from None
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return ImageIndex(labels, paths, list(pool.map(digest, paths)))
 
 
 def decode_images(samples: list[tuple[Path, int]], preprocess: Preprocess, workers: int = 2,
@@ -64,4 +89,4 @@ def decode_images(samples: list[tuple[Path, int]], preprocess: Preprocess, worke
             pixels.append(image), labels.append(label), paths.append(path), digests.append(sha)
     size = preprocess.size
     array = np.stack(pixels) if pixels else np.zeros((0, size, size, 3), np.uint8)
-    return Images(array, np.asarray(labels, np.int64), paths, digests), bad
+    return Images(np.asarray(labels, np.int64), paths, digests, array), bad

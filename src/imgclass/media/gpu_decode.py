@@ -4,19 +4,39 @@ the resize + crop. The GPU side of ``media.decode``; imports torch.
 """
 from __future__ import annotations
 
+import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
-from torchvision.ops import roi_align
 
 from ..errors import ImgclassError
 from ..parallel import prefetched
 from ..preprocess import Preprocess
 from .images import check_regular_file, open_image
+
+RGB = 3  # torchvision's ImageReadMode.RGB
+
+
+def _load_torchvision_ops() -> None:
+    """Register torchvision's nvJPEG decode and roi_align (``torch.ops.image``, ``torch.ops.torchvision``)
+    from its two extension libraries, as torchvision's own loader does, without importing the package:
+    ``import torchvision`` imports torch._dynamo with it (3.9 s of a cold command on the H100 machine,
+    BENCHMARKS.md); the libraries load in milliseconds. Elsewhere (no such files), the package loads them."""
+    spec = importlib.util.find_spec("torchvision")
+    folder = Path(spec.origin).parent if spec is not None and spec.origin else None
+    try:
+        for pattern in ("_C*.so", "image*.so"):
+            for library in sorted(folder.glob(pattern)) if folder else ():
+                torch.ops.load_library(str(library))
+        torch.ops.image.decode_jpegs_cuda, torch.ops.torchvision.roi_align  # noqa: B018 (both registered?)
+    except (OSError, AttributeError, RuntimeError):
+        import torchvision  # noqa: F401 (the package loads both)
+
+
+_load_torchvision_ops()
 
 # nvJPEG batches decoded side by side. On the H200 end to end (benchmarks/cuda_end_to_end.py, one run):
 # 1 thread 5,172-5,599 img/s, 2: 5,083-5,316, 4: 4,262-5,178, 8: 4,639-4,707 (an earlier session
@@ -64,7 +84,7 @@ class GpuDecoder:
         stream = torch.cuda.Stream(self.device)
         with torch.cuda.stream(stream):
             try:
-                decoded = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device)
+                decoded = torch.ops.image.decode_jpegs_cuda(raw, RGB, self.device)
             except RuntimeError:  # one corrupt file fails the batch: decode one by one to find it
                 decoded = [self._decode_one(path, data) for path, data in zip(paths, raw)]
         stream.synchronize()  # done before another thread uses the pixels
@@ -72,7 +92,7 @@ class GpuDecoder:
 
     def _decode_one(self, path: Path, data: torch.Tensor) -> torch.Tensor | ImgclassError:
         try:
-            return decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+            return torch.ops.image.decode_jpegs_cuda([data], RGB, self.device)[0]
         except RuntimeError as e:
             return ImgclassError(f"{path}: corrupt or truncated JPEG ({str(e).splitlines()[0]})")
 
@@ -82,7 +102,7 @@ def _read(path: Path) -> torch.Tensor | ImgclassError:
     try:
         if path.suffix.lower() in (".jpg", ".jpeg"):
             check_regular_file(path)  # reading a FIFO would wait for ever
-            return read_file(str(path))
+            return torch.from_numpy(np.frombuffer(bytearray(path.read_bytes()), np.uint8))
         return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)
     except ImgclassError as e:
         return e
@@ -118,7 +138,7 @@ def _resample(images: Sequence[torch.Tensor], p: Preprocess, dtype: torch.dtype)
         left, top = (rw - p.size) // 2, (rh - p.size) // 2
         boxes.append((i, left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy))
     boxes = torch.tensor(boxes, dtype=dtype).to(device, non_blocking=True)
-    return roi_align(canvas, boxes, output_size=p.size, sampling_ratio=-1, aligned=True)
+    return torch.ops.torchvision.roi_align(canvas, boxes, 1.0, p.size, p.size, -1, True)  # scale, out h w, sampling, aligned
 
 
 def decode_to_pixels(paths: Sequence[Path], preprocess: Preprocess, device: str | torch.device = "cuda",

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import ImgclassError
 from ..fileio import atomic_write
+from .jpeg import eighth_scale_scans
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".avi", ".webm"}  # what media.sinks writes
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
@@ -70,8 +71,9 @@ def check_regular_file(path: Path) -> None:
         raise ImgclassError(f"{path}: not a regular file ({kind}), not an image")
 
 
-def _reduce(image: Image.Image, min_size: int | None, limit: int, where: str | Path) -> None:
-    """Set ``image`` (opened, not decoded) to decode at the smallest size it allows, or refuse it.
+def _reduce(image: Image.Image, min_size: int | None, limit: int, where: str | Path) -> int:
+    """Set ``image`` (opened, not decoded) to decode at the smallest size it allows, or refuse it;
+    returns the denominator of the scale set (1, 2, 4 or 8).
 
     A JPEG gets DCT scaling (1/2, 1/4, 1/8): as far as ``limit`` pixels need, and further while its
     short side stays >= ``min_size``; any other format over ``limit`` is refused from its header.
@@ -80,6 +82,7 @@ def _reduce(image: Image.Image, min_size: int | None, limit: int, where: str | P
         ImgclassError: over ``limit`` pixels even so (``where`` names it).
     """
     w, h = image.size
+    reduction = 1
     if image.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with a second picture inside
         k = next((k for k in (1, 2, 4, 8) if (w // k) * (h // k) <= limit), 8)  # the reduction the limit needs
         want = (w // k, h // k)
@@ -87,11 +90,33 @@ def _reduce(image: Image.Image, min_size: int | None, limit: int, where: str | P
             scale = min_size / min(w, h)
             want = (min(want[0], int(w * scale) + 1), min(want[1], int(h * scale) + 1))
         if want != (w, h):
-            image.draft("RGB", want)  # the largest reduction whose size stays >= want
+            drafted = image.draft("RGB", want)  # the largest reduction whose size stays >= want
+            if drafted is not None:  # (mode, box of the frame at the new scale)
+                reduction = round(w / drafted[1][2])
             w, h = image.size
     if w * h > limit:
         raise ImgclassError(f"{where}: {w}x{h} pixels, more than the {limit:,} imgclass decodes (a decompression "
                             f"bomb, or a huge scan); scale it down, or raise {MAX_PIXELS_ENV}")
+    return reduction
+
+
+def _without_unseen_scans(image: Image.Image, source: bytes | Path) -> Image.Image:
+    """``image``, a progressive JPEG set to decode at 1/8 scale, opened again without the scans that
+    scale never looks at (``jpeg.eighth_scale_scans``: the same pixels, a large photo in half the
+    time); ``image`` itself where that cannot be done, to decode (or fail) as it is."""
+    lean = eighth_scale_scans(source if isinstance(source, bytes) else source.read_bytes())
+    if lean is None:
+        return image
+    try:
+        thin = Image.open(io.BytesIO(lean))
+        thin.draft("RGB", (thin.size[0] // 8, thin.size[1] // 8))
+        if thin.size != image.size:
+            return image
+        thin.load()
+    except (OSError, ValueError, SyntaxError):
+        return image
+    image.close()
+    return thin
 
 
 def open_image(path: str | Path | bytes, min_size: int | None = None, name: str = "image") -> Image.Image:
@@ -113,7 +138,8 @@ def open_image(path: str | Path | bytes, min_size: int | None = None, name: str 
         check_regular_file(path)
     try:
         image = Image.open(io.BytesIO(data) if data is not None else path)
-        _reduce(image, min_size, limit, path)
+        if _reduce(image, min_size, limit, path) == 8 and image.info.get("progressive"):
+            image = _without_unseen_scans(image, data if data is not None else path)
         image.load()
         ImageOps.exif_transpose(image, in_place=True)  # in place: otherwise it copies every upright photo
         return image if image.mode == "RGB" else image.convert("RGB")

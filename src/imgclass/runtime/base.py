@@ -23,6 +23,8 @@ from typing import Callable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from ..errors import ImgclassError
+from ..media.decode import decode_files
+from ..preprocess import Preprocess
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class EngineOptions:
         input_name, output_name: the tensors of a model with several.
         calibration: images that calibrate int8 (a folder, glob or file).
         resize: "crop" or "stretch", overriding the model's own (calibration images are decoded so).
+        job: the work the engine is for (``select_engine`` sets it): what its start may cost.
     """
 
     threads: int | None = None
@@ -80,6 +83,7 @@ class EngineOptions:
     output_name: str | None = None
     calibration: str | Path | None = None
     resize: str | None = None
+    job: Job = Job()
 
 
 @dataclass(frozen=True)
@@ -108,3 +112,14 @@ def register_runtime(runtime: Runtime, first: bool = True) -> Runtime:
 
 def unregister_runtime(runtime: Runtime) -> None:
     RUNTIMES.remove(runtime)
+
+
+def host_decoded(run: Callable[[np.ndarray], np.ndarray], paths: Sequence[Path], preprocess: Preprocess,
+                 batch_size: int = 8, workers: int | None = None) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
+    """Probabilities of image files decoded on the CPU (``media.decode``, in threads ahead of ``run``):
+    ``run`` takes a normalized NCHW float32 batch; yields ``(path, probs)`` or ``(path, error)`` in order."""
+    for chunk in decode_files(paths, preprocess, batch_size, workers):
+        good = [x for _, x in chunk if not isinstance(x, ImgclassError)]
+        probs = iter(run(preprocess.normalize(np.stack(good)))) if good else iter(())
+        for path, x in chunk:
+            yield path, x if isinstance(x, ImgclassError) else next(probs)

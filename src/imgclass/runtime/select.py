@@ -105,7 +105,7 @@ def select_engine(model: ModelRef, device: str = "auto", precision: str = "fp32"
     device = "cpu" if precision in ("bf16", "int8") else resolve_device(device, job, cuda)
     for runtime in RUNTIMES:
         if runtime.takes(model, device, precision):
-            return runtime.build(model, device, precision, options)
+            return runtime.build(model, device, precision, replace(options, job=job))
     raise ImgclassError(f"no runtime runs {model.name} on {device} at {precision}; try --device cpu --precision fp32")
 
 
@@ -183,11 +183,13 @@ def _openvino(model: ModelRef, device: str, precision: str, options: EngineOptio
 
 
 def _torch_cuda(model: ModelRef, device: str, precision: str, options: EngineOptions) -> Engine:
-    from .torch_cuda import TorchEngine
+    from .torch_cuda import TorchEngine, scripted_network
 
     if isinstance(model, ModuleRef):
         return TorchEngine(model.module, model.preprocess)
-    from ..models.build import build_model
+    if options.job.images is not None:  # a list of files: the network that loads fastest, never compiled
+        return TorchEngine(scripted_network(model.spec, model.weights), model.spec.preprocess)
+    from ..models.build import build_model  # unknown work (the API, a server, streams): compiled where it pays
     return TorchEngine(build_model(model.spec, model.weights), model.spec.preprocess)
 
 

@@ -1,15 +1,26 @@
-"""CUDA back end: a torch module in fp16 (or bf16), channels-last, one CUDA graph per batch size,
-softmax inside the graph, large batches compiled by torch.compile; image files decoded in batches
-on the GPU (``media.gpu_decode``).
+"""CUDA back end: a torch module in fp16 (or bf16), channels-last, one CUDA graph per batch shape used
+more than once, softmax inside the graph, large batches of unknown work compiled by torch.compile;
+image files decoded in batches on the GPU (``media.gpu_decode``).
 
 On an H200 (see BENCHMARKS.md) this network is bound by memory traffic and kernel launches, not
 arithmetic: half precision halves the bytes, channels-last feeds the tensor cores without
 transposes, inductor's fusion cuts the passes over activations (24k -> 38k img/s at batch 256,
 for about 11-18 s of compile time, cached on disk), and a replayed CUDA graph removes launch gaps.
+
+A cold command pays for all of this before its first image, so a folder job pays only for what it
+repays (the seconds measured on the H100 machine, BENCHMARKS.md): a registry network loads as
+TorchScript traced once and cached (timm's and torchvision's imports bring torch._dynamo, 4.4 s);
+every batch runs at one padded shape, eagerly the first time and from a captured graph after; a
+folder job never compiles (nvJPEG bounds it below the uncompiled network); and a small job decodes on
+the CPU and runs without cuDNN, whose first call of each batch shape costs 1.7-2.3 s.
 """
 from __future__ import annotations
 
+import io
 import os
+import warnings
+from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -19,11 +30,17 @@ from torch import nn
 
 from ..errors import ImgclassError
 from ..media.gpu_decode import GpuDecoder, resize_and_crop
+from ..models.registry import ModelSpec, Weights
 from ..preprocess import Preprocess
-from .cache import cache_dir, cache_key, writable_dir
+from .base import host_decoded
+from .cache import cache_dir, cache_key, engine_path, read_entry, unsealed, writable_dir, write_entry
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 COMPILE_FROM = 64  # smaller batches are launch-bound: a CUDA graph alone serves them, with no compile wait
+# Below this many images a folder job is decoded by the CPU's threads (33 large photos: 0.17 s, where
+# nvJPEG's start alone takes 0.63 s) and runs on torch's own convolutions (cuDNN compiles kernels
+# for each new batch shape: 1.7-2.3 s); from it on, nvJPEG and cuDNN repay their start.
+SMALL_JOB = 1000
 
 
 def cuda_available() -> bool:
@@ -31,16 +48,51 @@ def cuda_available() -> bool:
     return os.path.exists("/dev/nvidiactl") and torch.cuda.is_available()
 
 
+def scripted_network(spec: ModelSpec, weights: Weights) -> nn.Module:
+    """A registry network with its weights, as TorchScript traced once and cached: loading it takes
+    a fraction of a second and imports neither timm nor torchvision, whose imports bring torch._dynamo
+    (4.4 s of a cold start on the H100 machine). TorchScript is deprecated, but torch.export's
+    programs load through torch._dynamo; where torch can no longer trace or load, the model is built.
+    """
+    from ..models.build import build_model
+
+    size = spec.preprocess.size
+    path = engine_path(spec.name, cache_key(weights.sha256, spec.arch, size, torch.__version__), ".torchscript")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
+        try:
+            data = read_entry(path)
+            if data is None:
+                traced = torch.jit.trace(build_model(spec, weights), torch.zeros(1, 3, size, size))
+                out = io.BytesIO()
+                torch.jit.save(traced, out)
+                data = write_entry(path, out.getvalue())
+            return torch.jit.load(io.BytesIO(unsealed(data)), map_location="cpu")
+        except (AttributeError, RuntimeError):  # a torch without TorchScript
+            return build_model(spec, weights)
+
+
+@contextmanager
+def _cudnn(enabled: bool) -> Iterator[None]:
+    before = torch.backends.cudnn.enabled
+    torch.backends.cudnn.enabled = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.enabled = before
+
+
 class TorchEngine:
     """Run a classifier on a CUDA device; batches of any size, probabilities out.
 
     Args:
-        model: the network (logits out), in eval mode.
+        model: the network (logits out), in eval mode: a module or TorchScript (``scripted_network``).
         preprocess: its input settings (used by ``preprocess_files``).
         precision: "fp16" (default), "bf16" or "fp32".
-        cuda_graphs: replay one captured graph per batch-size bucket (removes launch overhead).
-        compile: torch.compile batches of COMPILE_FROM and more (inductor's cache lives under
-            imgclass's cache, keyed by card, torch version and precision).
+        cuda_graphs: replay one captured graph per batch shape (removes launch overhead).
+        compile: torch.compile batches of COMPILE_FROM and more in ``run`` (unknown work: the API, a
+            server, ``imgclass benchmark``; inductor's cache lives under imgclass's cache, keyed by
+            card, torch version and precision); never in ``classify_files``, nor TorchScript.
         max_batch: largest batch run at once; bigger inputs are split.
 
     Example:
@@ -56,72 +108,94 @@ class TorchEngine:
         self.metadata, self.input_size, self.decodes_files = {}, preprocess.size, True
         self.preprocess, self.max_batch, self.cuda_graphs = preprocess, max_batch, cuda_graphs
         self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
-        self._compiled = None
-        if compile:
-            key = cache_key(torch.cuda.get_device_name(self.device), torch.__version__, precision)
-            inductor = cache_dir() / "inductor" / key
-            # inductor fails on a folder it cannot write: then it keeps its own temp folder
-            if "TORCHINDUCTOR_CACHE_DIR" not in os.environ and writable_dir(inductor):
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
-            self._compiled = torch.compile(self._forward, dynamic=False)
-        with torch.inference_mode():
-            self.num_outputs = self.model(torch.zeros(1, 3, preprocess.size, preprocess.size, device=self.device,
-                                                      dtype=self.dtype)).shape[1]
+        # compiled on first need (importing dynamo alone takes seconds); TorchScript never (dynamo does not trace it)
+        self._scripted = isinstance(model, torch.jit.ScriptModule)
+        self.compile, self._compiled = compile and not self._scripted, None
+        with torch.inference_mode(), _cudnn(False):  # one image, on torch's kernels: no cuDNN start for it
+            self.num_outputs = self._forward(torch.zeros(1, 3, preprocess.size, preprocess.size, device=self.device,
+                                                         dtype=self.dtype)).shape[1]
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1) * 255)
-        self._graphs: dict[int, tuple[torch.Tensor, torch.Tensor, torch.cuda.CUDAGraph]] = {}
+        self._graphs: dict[tuple[int, bool, bool], tuple[torch.Tensor, torch.Tensor, torch.cuda.CUDAGraph]] = {}
+        self._seen: Counter[tuple[int, bool, bool]] = Counter()
 
     @property
     def name(self) -> str:
-        extras = (" + torch.compile" if self._compiled else "") + (" + CUDA graphs" if self.cuda_graphs else "")
+        extras = (" + torch.compile" if self.compile else "") + (" + CUDA graphs" if self.cuda_graphs else "")
         return f"torch {self.precision} channels-last{extras} on {torch.cuda.get_device_name(self.device)}"
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._scripted:
+            with torch.jit.optimized_execution(False):  # as traced: no profiling runs, no fuser compiling kernels
+                return torch.softmax(self.model(x).float(), dim=1)
         return torch.softmax(self.model(x).float(), dim=1)
 
     def _bucket(self, n: int) -> int:
         """Batch sizes round up to a power of two, so a handful of graphs serve every size."""
         return min(self.max_batch, 1 << (n - 1).bit_length())
 
-    def _forward_for(self, n: int):
-        return self._compiled if self._compiled is not None and n >= COMPILE_FROM else self._forward
+    def _forward_for(self, compiled: bool):
+        if not compiled:
+            return self._forward
+        if self._compiled is None:
+            key = cache_key(torch.cuda.get_device_name(self.device), torch.__version__, self.precision)
+            inductor = cache_dir() / "inductor" / key
+            # inductor fails on a folder it cannot write: then it keeps its own temp folder
+            if "TORCHINDUCTOR_CACHE_DIR" not in os.environ and writable_dir(inductor):
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(inductor)
+            self._compiled = torch.compile(self._forward, dynamic=False)
+        return self._compiled
 
-    def _graph(self, n: int):
-        if n not in self._graphs:
-            forward = self._forward_for(n)
-            static_in = torch.zeros(n, 3, self.preprocess.size, self.preprocess.size, device=self.device,
+    def _graph(self, key: tuple[int, bool, bool]):
+        if key not in self._graphs:
+            size, compiled, _ = key
+            forward = self._forward_for(compiled)
+            static_in = torch.zeros(size, 3, self.preprocess.size, self.preprocess.size, device=self.device,
                                     dtype=self.dtype).contiguous(memory_format=torch.channels_last)
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):  # warm up outside the capture, as CUDA graphs require
-                for _ in range(2):
-                    forward(static_in)
+                forward(static_in)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 static_out = forward(static_in)
-            self._graphs[n] = (static_in, static_out, graph)
-        return self._graphs[n]
+            self._graphs[key] = (static_in, static_out, graph)
+        return self._graphs[key]
 
     @torch.inference_mode()
-    def run_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized NCHW batch on the device -> (N, classes) float32 probabilities on the device."""
+    def run_tensor(self, x: torch.Tensor, compile: bool = True, cudnn: bool = True, size: int | None = None
+                   ) -> torch.Tensor:
+        """Normalized NCHW batch on the device -> (N, classes) float32 probabilities on the device.
+
+        Every chunk runs at one padded shape, ``size`` (default: its size rounded up to a power of two):
+        the first time eagerly, then from a graph captured at that shape (a capture costs forwards that a
+        shape used once never repays; a new shape costs cuDNN a start). A compiled shape is captured at
+        once. ``compile``: False keeps torch.compile out; ``cudnn``: False runs torch's own kernels.
+        """
         outs = []
-        for chunk in x.split(self.max_batch):
-            n = len(chunk)
-            if not self.cuda_graphs:
-                outs.append(self._forward_for(n)(chunk.to(self.dtype).contiguous(memory_format=torch.channels_last)))
-                continue
-            static_in, static_out, graph = self._graph(self._bucket(n))
-            static_in[:n].copy_(chunk)
-            graph.replay()
-            outs.append(static_out[:n].clone())
+        with _cudnn(cudnn):
+            for chunk in x.split(self.max_batch):
+                n = len(chunk)
+                shape = max(size or 0, self._bucket(n))
+                key = (shape, compile and self.compile and shape >= COMPILE_FROM, cudnn)
+                self._seen[key] += 1
+                if not self.cuda_graphs or (not key[1] and self._seen[key] == 1):
+                    padded = torch.zeros(shape, *chunk.shape[1:], device=self.device, dtype=self.dtype)
+                    padded[:n] = chunk
+                    outs.append(self._forward_for(key[1])(padded.contiguous(memory_format=torch.channels_last))[:n])
+                    continue
+                static_in, static_out, graph = self._graph(key)
+                static_in[:n].copy_(chunk)
+                graph.replay()
+                outs.append(static_out[:n].clone())
         return torch.cat(outs)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """NCHW float32 host batch -> (N, classes) probabilities, like the ONNX Runtime engine."""
+    def run(self, batch: np.ndarray, compile: bool = True, cudnn: bool = True, size: int | None = None) -> np.ndarray:
+        """NCHW float32 host batch -> (N, classes) probabilities, like the ONNX Runtime engine
+        (the options as ``run_tensor``'s)."""
         x = torch.from_numpy(batch).pin_memory().to(self.device, non_blocking=True)
-        return self.run_tensor(x).cpu().numpy()
+        return self.run_tensor(x, compile, cudnn, size).cpu().numpy()
 
     @torch.inference_mode()
     def preprocess_uint8(self, images: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -133,8 +207,13 @@ class TorchEngine:
 
     def classify_files(self, paths: Sequence[Path], batch_size: int = 256, workers: int = 8
                        ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
-        """Probabilities for image files, decoded in batches on the GPU (``GpuDecoder``); yields
-        ``(path, probs)`` or ``(path, error)`` in order."""
+        """Probabilities for image files, decoded in batches on the GPU (``GpuDecoder``), or by the CPU's
+        threads for fewer than SMALL_JOB files; yields ``(path, probs)`` or ``(path, error)`` in order."""
+        size = self._bucket(min(batch_size, len(paths) or 1))  # the one shape of this job's batches
+        if len(paths) < SMALL_JOB:
+            yield from host_decoded(lambda batch: self.run(batch, compile=False, cudnn=False, size=size), paths,
+                                    self.preprocess, size, os.cpu_count())
+            return
         in_flight = None  # results of the previous batch, still being computed and copied back
         # Three stages overlap: file reads (threads), nvJPEG decode of the next batch (its own thread,
         # its own streams), and resize + network + copy-back of this one (here, on the default stream).
@@ -142,7 +221,7 @@ class TorchEngine:
             good = [i for i, im in enumerate(images) if not isinstance(im, ImgclassError)]
             probs = None
             if good:  # queue this batch on the GPU before waiting for the last one: CPU and GPU overlap
-                on_device = self.run_tensor(self.preprocess_uint8([images[i] for i in good]))
+                on_device = self.run_tensor(self.preprocess_uint8([images[i] for i in good]), compile=False, size=size)
                 probs = torch.empty(on_device.shape, pin_memory=True)
                 probs.copy_(on_device, non_blocking=True)
             done, in_flight = in_flight, (batch_paths, images, good, probs, _record_event())

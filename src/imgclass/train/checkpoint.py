@@ -67,14 +67,25 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+def stopped_before_checkpoint(path: str | Path) -> bool:
+    """True when ``path`` is the checkpoint of a run that stopped before writing it: its folder holds
+    the labels.txt every run writes first (its stored features are then all there is to resume)."""
+    path = Path(path)
+    return not path.exists() and path.name == CHECKPOINT and (path.parent / "labels.txt").is_file()
+
+
 def resume_config(path: str | Path, **given) -> TrainConfig:
     """The settings to continue the run of checkpoint ``path``: the checkpoint's own, but for those
-    ``given``; the run goes on in the checkpoint's folder unless ``model_dir`` is given.
+    ``given``; the run goes on in the checkpoint's folder unless ``model_dir`` is given. A run stopped
+    before its first checkpoint starts again in its folder with the settings given (``train`` then
+    reads back the trunk features it stored).
 
     Example:
         >>> cfg = resume_config("runs/ants/checkpoint.pth.tar", dataset="data/ants", epochs=10)  # doctest: +SKIP
         >>> train(cfg, resume="runs/ants/checkpoint.pth.tar")  # doctest: +SKIP
     """
+    if stopped_before_checkpoint(path):
+        return TrainConfig(**{"model_dir": str(Path(path).parent), **given})
     saved = load_checkpoint(path)["config"]
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{**{k: v for k, v in saved.items() if k in names}, "model_dir": str(Path(path).parent), **given})

@@ -124,11 +124,29 @@ def gather_rows(local: torch.Tensor, n: int, world: World) -> torch.Tensor:
 
 def all_sum(values: list[float], world: World) -> list[float]:
     """Element-wise sums of ``values`` over the ranks."""
+    return _all_reduce(values, world, dist.ReduceOp.SUM)
+
+
+def all_min(values: list[float], world: World) -> list[float]:
+    """Element-wise minimums of ``values`` over the ranks (all ranks agree, e.g. on whether work is done)."""
+    return _all_reduce(values, world, dist.ReduceOp.MIN)
+
+
+def _all_reduce(values: list[float], world: World, op) -> list[float]:
     if world.size == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=world.device)
-    dist.all_reduce(t)
+    dist.all_reduce(t, op=op)
     return t.tolist()
+
+
+def broadcast_object(obj, world: World):
+    """Rank 0's ``obj`` (any picklable value), on every rank."""
+    if world.size == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def broadcast_module(module: nn.Module, world: World) -> None:

@@ -1,20 +1,24 @@
-"""The transfer-learning engine: decode once, cache the frozen trunk's activations, fit the head,
-fine-tune the tail, keep the best by val accuracy.
+"""The transfer-learning engine: stream the images once through the frozen trunk into an on-disk
+activation store, fit the head, fine-tune the tail, keep the best by val accuracy.
 
 Stages (one row each in results.csv):
 - epoch 0, "head": a linear head fit on cached pooled features by L-BFGS, starting from (and
   pulled towards) the pretrained classifier's rows for classes named like ImageNet classes, its
   penalty chosen by cross-validation on train (see ``head.py``).
 - epochs 1..N, "finetune": the last block stage + conv_head + head trained with AdamW, warmup +
-  cosine, label smoothing, random horizontal flips (both views cached), BatchNorm statistics
-  frozen; early stopping when val accuracy has not improved for ``patience`` epochs.
+  cosine, label smoothing, random horizontal flips (both views cached, up to ``MIRROR_UP_TO``
+  training images), BatchNorm statistics frozen; early stopping when val accuracy has not improved
+  for ``patience`` epochs.
+
+Memory is flat in the number of images: pixels exist a chunk at a time, and activations and pooled
+features live in memory-mapped files (``store.py``), read a batch at a time.
 
 Every epoch writes checkpoint.pth.tar (and model_best.pth.tar when val accuracy improves)
 atomically. Each epoch's shuffling comes from a generator seeded by (seed, epoch), so a run
 resumed from any checkpoint replays exactly the epochs it lost.
 
-Under torchrun the same run is spread over processes (see ``distributed.py``): each caches the
-trunk's activations of its shard, and each global batch is split over the ranks, so N processes take
+Under torchrun the same run is spread over processes (see ``distributed.py``): each runs the
+trunk on its share of the images, and each global batch is split over the ranks, so N processes take
 the same steps as one (and a distributed run resumes on any number of processes).
 
 Example:
@@ -27,8 +31,8 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -37,20 +41,22 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import SPLIT_FILE, Dataset, Images, check_dataset, count_table, decode_images, find_dataset, write_split
+from ..data import SPLIT_FILE, Dataset, ImageIndex, check_dataset, count_table, find_dataset, index_images, write_split
 from ..errors import ImgclassError
 from ..fileio import atomic_write
-from ..models import ModelSpec, get_spec
+from ..models import ModelSpec
 from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
 from . import report
-from .checkpoint import load_checkpoint, save_checkpoint
-from .config import FORMAT, NETWORK_SETTINGS, TrainConfig
-from .distributed import World, all_sum, barrier, broadcast_module, data_parallel, gather_rows, main_first, shard
+from .checkpoint import load_checkpoint, save_checkpoint, stopped_before_checkpoint
+from .config import CV_ROWS, FORMAT, MIRROR_UP_TO, NETWORK_SETTINGS, TrainConfig, format_duration
+from .distributed import (World, all_sum, barrier, broadcast_module, broadcast_object, data_parallel, gather_rows, main_first,
+                          shard)
+from .store import Split, SplitSpec, cache_split, trunk_key
+from .trunk import autocast, trunk_runner
 from .head import choose_l2, fit_head, head_prior
-from .parts import Parts, split_model, trainable_tail_parameters
+from .parts import Parts, Prior, build_network, network_spec, split_model, trainable_tail_parameters
 
-Prior = tuple[torch.Tensor | None, torch.Tensor | None]  # the pretrained 1000-way classifier's (weight, bias), if any
 
 
 def log(message: str) -> None:
@@ -71,93 +77,47 @@ def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
     return peak * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (no loss scaling needed); plain fp32 on the CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-TRUNK_FORMAT = 1  # bump when the trunk split changes: cached trunk engines are keyed by it
-
-
-def trunk_runner(parts: Parts, spec, cfg: TrainConfig, preprocess: Preprocess, device: torch.device):
-    """A function running the frozen trunk on a normalized NCHW float32 batch, giving float32 activations.
-
-    On the CPU the trunk runs in ONNX Runtime (about 3.5x torch eager for these networks on 2 cores:
-    85 vs 24 img/s), exported once and cached by the weights' sha256; on CUDA, torch in bf16.
-    Randomly initialized trunks (``pretrained=False``) have no stable key, so they stay in torch.
-    """
-    if device.type == "cpu" and cfg.pretrained:
-        from ..models import require_weights
-        from ..models.resolve import ModuleRef
-        from ..runtime.cache import cache_key, file_sha256
-        from ..runtime.select import select_engine
-
-        key = cache_key(file_sha256(require_weights(spec, cfg.weights)), spec.arch, preprocess.size, TRUNK_FORMAT)
-        engine = select_engine(ModuleRef(parts.trunk, key, f"{spec.name}-trunk{preprocess.size}", preprocess), "cpu")
-        return lambda x: torch.from_numpy(engine.outputs(x))
-
-    @torch.no_grad()
-    def run_torch(x: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with autocast(device):
-            return parts.trunk(x).float()
-
-    return run_torch
-
-
-def cache_activations(run_trunk, pixels: np.ndarray, preprocess: Preprocess, batch_size: int,
-                      device: torch.device, flip: bool = False, desc: str = "features") -> torch.Tensor:
-    """Run the frozen trunk once over decoded images (optionally mirrored); float32 outputs on ``device``."""
-    out = []
-    bar = tqdm(total=len(pixels), desc=desc, unit="img", leave=False, disable=None, file=sys.stderr)
-    for i in range(0, len(pixels), batch_size):
-        chunk = pixels[i:i + batch_size]
-        out.append(run_trunk(preprocess.normalize(chunk[:, :, ::-1] if flip else chunk)).to(device))
-        bar.update(len(chunk))
-    bar.close()
-    return torch.cat(out)
-
-
-def cache_shard(run_trunk, pixels: np.ndarray, preprocess: Preprocess, batch_size: int, world: World,
-                flip: bool = False, desc: str = "features") -> torch.Tensor:
-    """``cache_activations`` of all ``pixels``, each rank running the trunk on its shard only."""
-    mine = pixels[shard(len(pixels), world)]
-    # An empty shard (fewer images than processes) still gives its (0, ...) rows: run one image, keep none.
-    local = cache_activations(run_trunk, mine if len(mine) else pixels[:1], preprocess, batch_size, world.device, flip, desc)
-    return gather_rows(local[:len(mine)], len(pixels), world)
-
-
 def batches(n: int, batch_size: int) -> range:
     """Batch starts over ``n`` items; one empty batch when ``n`` is 0 (a rank with an empty shard still
     produces its (0, ...) share of outputs)."""
     return range(0, max(n, 1), batch_size)
 
 
-@torch.no_grad()
-def tail_features(parts: Parts, acts: torch.Tensor, world: World, batch_size: int = 256) -> torch.Tensor:
-    """Pooled features (tail outputs) of all cached activations, each rank computing its shard."""
-    mine = acts[shard(len(acts), world)]
-    local = torch.cat([parts.tail(mine[i:i + batch_size]).float() for i in batches(len(mine), batch_size)])
-    return gather_rows(local, len(acts), world)
+def activations(split: Split, positions: np.ndarray, device: torch.device, view: np.ndarray | None = None) -> torch.Tensor:
+    """Float32 activations of the split's images at ``positions`` on ``device`` (fp16 rows from the store)."""
+    return torch.from_numpy(split.batch(positions, view)).to(device).float()
 
 
 @torch.no_grad()
-def evaluate(parts: Parts, acts: torch.Tensor, labels: torch.Tensor, world: World,
+def tail_features(parts: Parts, split: Split, view: int, out: np.ndarray, world: World, batch_size: int = 256) -> None:
+    """Pooled features (tail outputs) of one view of the split's images into ``out``: every rank gets
+    every row, each computing its shard of each block."""
+    block = batch_size * world.size
+    for i in range(0, len(split), block):
+        positions = np.arange(i, min(i + block, len(split)))
+        mine = positions[shard(len(positions), world)]
+        local = parts.tail(activations(split, mine, world.device, np.full(len(mine), view))).float()
+        out[i:i + len(positions)] = gather_rows(local, len(positions), world).cpu().numpy()
+
+
+@torch.no_grad()
+def evaluate(parts: Parts, split: Split, labels: torch.Tensor, world: World,
              batch_size: int = 256) -> tuple[float, float, torch.Tensor]:
-    """(loss, accuracy %, logits) of tail + head over all cached activations (each rank computing its shard)."""
+    """(loss, accuracy %, logits) of tail + head over the split's stored activations (each rank
+    computing its shard)."""
     logits = []
-    mine = acts[shard(len(acts), world)]
+    mine = np.arange(len(split))[shard(len(split), world)]
     for i in batches(len(mine), batch_size):
-        with autocast(acts.device):
-            logits.append(parts.head(parts.tail(mine[i:i + batch_size])).float())
-    logits = gather_rows(torch.cat(logits), len(acts), world)
+        with autocast(world.device):
+            logits.append(parts.head(parts.tail(activations(split, mine[i:i + batch_size], world.device))).float())
+    logits = gather_rows(torch.cat(logits), len(split), world)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item() * 100, logits
 
 
-def train_one_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, views: list[torch.Tensor],
+def train_one_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, split: Split,
                     labels: torch.Tensor, cfg: TrainConfig, epoch: int, step: int, total_steps: int, warmup: int,
                     world: World) -> tuple[float, float, int]:
-    """One pass over the training images, each seen in a random one of its cached views.
+    """One pass over the training images, each seen in a random one of its stored views.
 
     Every rank draws the same order; each global batch of ``cfg.batch_size`` is dealt out over the ranks
     (DistributedSampler-style), and ``net`` (tail + head, DDP when distributed) averages their gradients.
@@ -167,15 +127,14 @@ def train_one_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, view
     """
     gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # the epoch's order alone: resumable
     order = torch.randperm(len(labels), generator=gen)
-    view = torch.randint(len(views), (len(labels),), generator=gen)
-    stacked = torch.stack(views)  # (V, N, ...)
+    view = torch.randint(len(split.views), (len(labels),), generator=gen).numpy()
     loss_sum = correct = seen = 0.0
     start = time.perf_counter()
     bar = tqdm(total=len(labels), desc=f"epoch {epoch}/{cfg.epochs}", unit="img", leave=False, disable=None, file=sys.stderr)
     for i in range(0, len(order), cfg.batch_size):
         batch = order[i:i + cfg.batch_size]
-        idx = batch[world.rank::world.size].to(labels.device)
-        x, y = stacked[view[idx.cpu()].to(labels.device), idx], labels[idx]
+        idx = batch[world.rank::world.size].numpy()
+        x, y = activations(split, idx, world.device, view[idx]), labels[torch.from_numpy(idx).to(labels.device)]
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, total_steps, warmup, cfg.lr)
         with autocast(x.device):
@@ -205,16 +164,18 @@ def _model_state(model: torch.nn.Module) -> dict:
 def train_tail(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
     """The tail recipe (``recipes.train``'s default) as one of ``world``'s processes: data -> features ->
     head -> fine-tune -> report."""
-    started = time.perf_counter()
     run = start_run(cfg, world, resume)
-    ds, train_images, val_images = prepare_data(run)
+    ds = prepare_data(run)
+    run = plan_budget(run, ds)
     model, parts, prior = prepare_model(run, len(ds.classes))
-    features = cache_features(run, parts, train_images, val_images)
+    features = cache_features(run, parts, ds)
+    check_data(ds, *(index_images(s.paths, s.labels, run.cfg.workers) for s in (features.train, features.val)),
+               features.train.bad + features.val.bad)
     record = start_record(run, ds)
     if run.checkpoint is None:  # a resumed run's checkpoint holds its head fit (epoch 0) already
         finish_epoch(run, record, model, fit_head_stage(parts, features, ds.classes, prior, world), {}, 0)
     finetune(run, record, model, parts, features, start_epoch)
-    return report_best(run, record, model, parts, features, ds, started)
+    return report_best(run, record, model, parts, features, ds)
 
 
 @dataclass(frozen=True)
@@ -229,6 +190,8 @@ class Run:
         preprocess: the network's preprocessing, at the run's resolution.
         resume: the checkpoint resumed from (for messages), or None.
         checkpoint: its state (checked by ``check_resumable``), or None for a new run.
+        started: when the run began (``time.perf_counter``): ``--time`` counts from it.
+        plan: what ``--time`` chose, in words, or None.
     """
 
     cfg: TrainConfig
@@ -238,19 +201,25 @@ class Run:
     preprocess: Preprocess
     resume: str | Path | None
     checkpoint: dict | None
+    started: float
+    plan: str | None = None
 
 
 def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
     """Load and check the checkpoint to resume, make the model folder (rank 0), and look up the network."""
+    if resume is not None and stopped_before_checkpoint(resume):
+        log(f"imgclass: {resume} was not written yet (the run stopped before its head fit): starting the run "
+            "again; the trunk features it stored are read back, not computed again")
+        resume = None
     checkpoint = load_checkpoint(resume) if resume is not None else None
     if checkpoint is not None:
         check_resumable(checkpoint, cfg, resume)
     model_dir = Path(cfg.model_dir)
     if world.main:
         model_dir.mkdir(parents=True, exist_ok=True)
-    spec = get_spec(cfg.arch)
-    preprocess = replace(spec.preprocess, size=cfg.resolution) if cfg.resolution else spec.preprocess
-    return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint)
+    spec, preprocess, said = network_spec(cfg, checkpoint)
+    log(f"imgclass: {said}")
+    return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint, time.perf_counter())
 
 
 def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
@@ -269,18 +238,12 @@ def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
                             "drop those flags, or start a new run in another --model-dir")
 
 
-def prepare_data(run: Run) -> tuple[Dataset, Images, Images]:
-    """The data step: find and split the dataset, decode it once, check it, and save its labels and split.
-
-    Returns:
-        (the dataset's layout, decoded train images, decoded val images).
-    """
+def prepare_data(run: Run) -> Dataset:
+    """The data step: find and split the dataset, and save its labels and split (no image is decoded here)."""
     ds = find_training_set(run)
-    train_images, val_images, unreadable = decode_splits(ds, run.preprocess, run.cfg.workers, run.world.device)
-    check_data(ds, train_images, val_images, unreadable)
     if run.world.main:
         write_dataset_files(run.model_dir, ds, run.cfg.val_split)
-    return ds, train_images, val_images
+    return ds
 
 
 def find_training_set(run: Run) -> Dataset:
@@ -296,28 +259,16 @@ def find_training_set(run: Run) -> Dataset:
     return ds
 
 
-def decode_splits(ds: Dataset, preprocess: Preprocess, workers: int,
-                  device: torch.device) -> tuple[Images, Images, list[tuple[Path, str]]]:
-    """Decode train and val once, resized and cropped by ``preprocess`` (on the GPU when ``device`` is CUDA).
-
-    Returns:
-        (train images, val images, the unreadable files as ``(path, reason)``).
-    """
-    decode_on = str(device) if device.type == "cuda" else "cpu"
-    train_images, bad_train = decode_images(ds.train, preprocess, workers, "decode train", decode_on)
-    val_images, bad_val = decode_images(ds.val, preprocess, workers, "decode val", decode_on)
-    return train_images, val_images, bad_train + bad_val
-
-
-def check_data(ds: Dataset, train_images: Images, val_images: Images, unreadable: list[tuple[Path, str]]) -> None:
-    """Log the dataset's warnings and its images per class and split.
+def check_data(ds: Dataset, train: ImageIndex, val: ImageIndex, unreadable: list[tuple[Path, str]]) -> None:
+    """Log the dataset's warnings (unreadable files, duplicates across splits...) and its images per
+    class and split, from the readable images' index and the ``unreadable`` files.
 
     Raises:
-        ImgclassError: a class without training images, or no val image at all.
+        ImgclassError: a class without readable training images, or no readable val image at all.
     """
-    for warning in check_dataset(ds.classes, train_images, val_images, ds.skipped + unreadable) + ds.warnings:
+    for warning in check_dataset(ds.classes, train, val, ds.skipped + unreadable) + ds.warnings:
         log(f"imgclass: warning: {warning}")
-    log(count_table(ds.classes, train_images, val_images))
+    log(count_table(ds.classes, train, val))
 
 
 def write_dataset_files(model_dir: Path, ds: Dataset, val_split: float) -> None:
@@ -331,65 +282,74 @@ def write_dataset_files(model_dir: Path, ds: Dataset, val_split: float) -> None:
                 f"written to {model_dir / SPLIT_FILE}")
 
 
+def plan_budget(run: Run, ds: Dataset) -> Run:
+    """With ``--time``, a new run's network and epochs chosen to finish within it (rank 0 measures and
+    plans, every rank follows); a resumed run keeps its network and stops at the budget."""
+    if run.cfg.time is None or run.checkpoint is not None:
+        return run
+    from .plan import plan_run
+
+    if run.world.main:
+        cfg, plan = plan_run(run.cfg, len(ds.train), len(ds.val), [p for p, _ in ds.train], run.world.device)
+        said = (f"--time {format_duration(run.cfg.time)}: {plan.describe()} "
+                f"(from speeds measured on this machine)")
+        log(f"imgclass: {said}")
+    cfg, said = broadcast_object((cfg, said) if run.world.main else None, run.world)
+    spec, preprocess, input_said = network_spec(cfg)
+    if preprocess != run.preprocess:  # another network: start_run's line no longer holds
+        log(f"imgclass: {input_said}")
+    return replace(run, cfg=cfg, spec=spec, preprocess=preprocess, plan=said)
+
+
 def prepare_model(run: Run, num_classes: int) -> tuple[torch.nn.Module, Parts, Prior]:
     """The network (the checkpoint's weights when resuming) on the run's device, and its parts.
 
     Returns:
         (the model, its trunk/tail/head sharing its modules, the prior for the head fit).
     """
-    model, prior = _build(run.spec, run.cfg, num_classes)
+    model, prior = build_network(run.spec, run.cfg, num_classes)
     if run.checkpoint is not None:
         model.load_state_dict(run.checkpoint["state_dict"])
     model = model.to(run.world.device).to(memory_format=torch.channels_last).eval()  # eval: BN statistics stay frozen
     return model, split_model(model), prior
 
 
-def _build(spec: ModelSpec, cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, Prior]:
-    """The network with a fresh head, and the pretrained 1000-way classifier's (weight, bias) for the prior."""
-    from ..models.build import build_model, replace_head
-
-    model = build_model(spec, cfg.weights, pretrained=cfg.pretrained)
-    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
-    prior = (None, None)
-    if cfg.pretrained and isinstance(head, torch.nn.Linear) and head.out_features == 1000:
-        prior = (head.weight.detach().clone(), head.bias.detach().clone() if head.bias is not None else None)
-    return replace_head(model, num_classes), prior
-
-
 @dataclass
 class Features:
-    """The frozen trunk's activations of every image, cached once on the device, and the labels.
+    """The frozen trunk's activations of every image, stored once on disk, and the labels.
 
     Attributes:
-        train_views: the train images' activations as decoded, then mirrored; each fine-tuning epoch
-            shows each image in a random one of them.
+        train: the train images' activations as decoded and (up to ``MIRROR_UP_TO`` images) mirrored;
+            each fine-tuning epoch shows each image in a random one of its views.
         val: the val images' activations.
-        y_train, y_val: their (N,) int64 class indices.
+        y_train, y_val: the readable images' (N,) int64 class indices, on the run's device.
     """
 
-    train_views: list[torch.Tensor]
-    val: torch.Tensor
+    train: Split
+    val: Split
     y_train: torch.Tensor
     y_val: torch.Tensor
 
 
-def cache_features(run: Run, parts: Parts, train_images: Images, val_images: Images) -> Features:
-    """The features step: run the frozen trunk once over the decoded images (train also mirrored).
-
-    Reads only the images' ``pixels`` and ``labels``: all that the decode step has to provide.
-    """
+def cache_features(run: Run, parts: Parts, ds: Dataset) -> Features:
+    """The features step: stream the images through the frozen trunk (train also mirrored) into the
+    activation store; chunks a stopped run stored already are not decoded again."""
     world, batch_size = run.world, run.cfg.batch_size
     t0 = time.perf_counter()
     with main_first(world):  # the others load the trunk engine rank 0 exported and cached
-        run_trunk = trunk_runner(parts, run.spec, run.cfg, run.preprocess, world.device)
-    views = [cache_shard(run_trunk, train_images.pixels, run.preprocess, batch_size, world, flip, desc)
-             for flip, desc in ((False, "features train"), (True, "features train (mirrored)"))]
-    val_acts = cache_shard(run_trunk, val_images.pixels, run.preprocess, batch_size, world, desc="features val")
-    n_cached = 2 * len(train_images) + len(val_images)
-    log(f"imgclass: cached trunk features of {n_cached} views in {time.perf_counter() - t0:.1f} s "
-        f"({n_cached / (time.perf_counter() - t0):.1f} img/s on {world.size} x {world.device.type})")
-    return Features(views, val_acts, torch.from_numpy(train_images.labels).to(world.device),
-                    torch.from_numpy(val_images.labels).to(world.device))
+        run_trunk, runtime = trunk_runner(parts, run.spec, run.cfg, run.preprocess, world.device)
+    blank = np.zeros((1, run.preprocess.size, run.preprocess.size, 3), np.uint8)
+    shape = tuple(run_trunk(run.preprocess.normalize(blank)).shape[1:])
+    key = trunk_key(parts.trunk, run.preprocess, runtime)
+    views = 2 if len(ds.train) <= MIRROR_UP_TO else 1
+    splits = [cache_split(SplitSpec(name, samples, n_views, shape, key), run_trunk, run.preprocess, batch_size,
+                          run.cfg.workers, world, f"features {name}")
+              for name, samples, n_views in (("train", ds.train, views), ("val", ds.val, 1))]
+    n_cached = views * len(ds.train) + len(ds.val)
+    seconds = time.perf_counter() - t0
+    log(f"imgclass: trunk features of {n_cached} views ({'as decoded and mirrored' if views == 2 else 'as decoded'}) "
+        f"stored in {splits[0].folder.parent} in {seconds:.1f} s")
+    return Features(*splits, *(torch.from_numpy(split.labels).to(world.device) for split in splits))
 
 
 @dataclass
@@ -454,27 +414,34 @@ def finish_epoch(run: Run, record: RunRecord, model: torch.nn.Module, row: dict,
 
 
 def fit_head_stage(parts: Parts, features: Features, classes: list[str], prior: Prior, world: World) -> dict:
-    """The head step (epoch 0): fit the linear head on the cached features; returns its results.csv row."""
+    """The head step (epoch 0): fit the linear head on the stored features; returns its results.csv row."""
     t0 = time.perf_counter()
-    l2, cv = fit_linear_head(parts, features.train_views, features.y_train, classes, prior, world)
-    train_loss, train_acc, _ = evaluate(parts, features.train_views[0], features.y_train, world)
+    l2, cv = fit_linear_head(parts, features.train, features.y_train, classes, prior, world)
+    train_loss, train_acc, _ = evaluate(parts, features.train, features.y_train, world)
     val_loss, val_acc, _ = evaluate(parts, features.val, features.y_val, world)
     log(f"imgclass: head fit: L2 {l2:g} chosen by 3-fold CV on train (CV acc {cv[l2][1] * 100:.1f}%)")
     return epoch_row(0, "head", (train_loss, train_acc), (val_loss, val_acc), 0.0, time.perf_counter() - t0)
 
 
-def fit_linear_head(parts: Parts, views: list[torch.Tensor], y: torch.Tensor, classes: list[str],
-                    prior: Prior, world: World) -> tuple[float, dict]:
-    """Fit ``parts.head`` on pooled features of all cached views; returns (chosen L2, CV scores).
+def fit_linear_head(parts: Parts, split: Split, y: torch.Tensor, classes: list[str], prior: Prior,
+                    world: World) -> tuple[float, dict]:
+    """Fit ``parts.head`` on pooled features of all stored views; returns (chosen L2, CV scores).
 
-    Every rank fits on the same gathered features; rank 0's head is then given to all.
+    The features go to a temporary memory-mapped file, not to the process's memory. Every rank fits
+    on the same features; rank 0's head is then given to all.
     """
-    feats = torch.cat([tail_features(parts, v, world) for v in views]).cpu()
-    labels = y.cpu().repeat(len(views))
-    w0, b0 = head_prior(classes, feats.shape[1], *prior)
-    # Cross-validate on the unmirrored view only: half the cost, and no image on both sides of a fold.
-    l2, cv = choose_l2(feats[:len(y)], labels[:len(y)], w0, b0)
-    w, b = fit_head(feats, labels, w0, b0, l2)
+    n, dim = len(split), parts.head.in_features
+    with tempfile.TemporaryFile(dir=split.folder) as file:
+        feats = np.memmap(file, np.float32, "w+", shape=(max(1, len(split.views) * n), dim))
+        for v in range(len(split.views)):
+            tail_features(parts, split, v, feats[v * n:(v + 1) * n], world)
+        labels = y.cpu().repeat(len(split.views))
+        w0, b0 = head_prior(classes, dim, *prior)
+        # Cross-validate on the unmirrored view only: half the cost, and no image on both sides of a fold.
+        cv_rows = np.arange(0, n, -(-n // CV_ROWS))
+        l2, cv = choose_l2(torch.from_numpy(np.asarray(feats[cv_rows])), labels[cv_rows], w0, b0)
+        w, b = fit_head(feats[:len(labels)], labels, w0, b0, l2)
+        del feats
     with torch.no_grad():
         parts.head.weight.copy_(w)
         parts.head.bias.copy_(b)
@@ -495,13 +462,27 @@ def finetune(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, 
             log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs "
                 f"(best: epoch {record.best_epoch})")
             break
+        if out_of_time(run, record):
+            break
         t0 = time.perf_counter()
-        train_loss, train_acc, step = train_one_epoch(net, optimizer, features.train_views, features.y_train, cfg,
+        train_loss, train_acc, step = train_one_epoch(net, optimizer, features.train, features.y_train, cfg,
                                                       epoch, step, total_steps, warmup, world)
         val_loss, val_acc, _ = evaluate(parts, features.val, features.y_val, world)
         row = epoch_row(epoch, "finetune", (train_loss, train_acc), (val_loss, val_acc),
                         optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
         finish_epoch(run, record, model, row, optimizer.state_dict(), step)
+
+
+def out_of_time(run: Run, record: RunRecord) -> bool:
+    """With ``--time``: True (and said) when another epoch, as long as the last one, would end past it."""
+    if run.cfg.time is None or not record.history:
+        return False
+    used = time.perf_counter() - run.started
+    if used + record.history[-1]["seconds"] <= run.cfg.time:
+        return False
+    log(f"imgclass: --time {format_duration(run.cfg.time)}: stopping after epoch {record.history[-1]['epoch']} "
+        f"({format_duration(used)} used; another epoch takes about {format_duration(record.history[-1]['seconds'])})")
+    return True
 
 
 def prepare_finetune(parts: Parts, cfg: TrainConfig, world: World,
@@ -529,11 +510,11 @@ def first_epoch(run: Run, start_epoch: int | None) -> int:
 
 
 def report_best(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, features: Features,
-                ds: Dataset, started: float) -> dict:
+                ds: Dataset) -> dict:
     """The report step: the best model's val confusion matrix, the plots (rank 0), and the run's summary."""
     load_best(run, model)
     _, _, logits = evaluate(parts, features.val, features.y_val, run.world)
-    return summarize(run, record, ds, features.y_val.cpu().numpy(), logits.argmax(1).cpu().numpy(), started)
+    return summarize(run, record, ds, features.y_val.cpu().numpy(), logits.argmax(1).cpu().numpy())
 
 
 def load_best(run: Run, model: torch.nn.Module) -> None:
@@ -542,10 +523,9 @@ def load_best(run: Run, model: torch.nn.Module) -> None:
     model.load_state_dict(load_checkpoint(run.model_dir / BEST)["state_dict"])
 
 
-def summarize(run: Run, record: RunRecord, ds: Dataset, y_true: np.ndarray, y_pred: np.ndarray,
-              started: float) -> dict:
+def summarize(run: Run, record: RunRecord, ds: Dataset, y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """The best model's val confusion matrix from its predictions, the plots (rank 0), and the run's summary:
-    best val accuracy and epoch, each stage's best, seconds, the per-class table."""
+    best val accuracy and epoch, each stage's best, seconds, input size, ``--time``'s plan, the per-class table."""
     matrix = report.confusion(y_true, y_pred, len(ds.classes))
     if run.world.main:
         report.plot_results(run.model_dir / "results.png", record.history)
@@ -554,5 +534,5 @@ def summarize(run: Run, record: RunRecord, ds: Dataset, y_true: np.ndarray, y_pr
     stages = {stage: max(r["val_acc"] for r in record.history if r["stage"] == stage)
               for stage in dict.fromkeys(r["stage"] for r in record.history)}
     return {"best_acc": record.best_acc, "best_epoch": record.best_epoch, "stages": stages, "classes": ds.classes,
-            "seconds": time.perf_counter() - started, "model_dir": str(run.model_dir),
-            "table": report.per_class_table(ds.classes, matrix)}
+            "seconds": time.perf_counter() - run.started, "model_dir": str(run.model_dir),
+            "input_size": run.preprocess.size, "table": report.per_class_table(ds.classes, matrix), "plan": run.plan}

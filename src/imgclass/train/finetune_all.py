@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import InterpolationMode, v2
 from tqdm import tqdm
 
-from ..data import Dataset, Images, decode_images
+from ..data import Dataset, ImageIndex, decode_images
 from ..errors import ImgclassError
 from ..media.decode import decode_files
 from ..media.images import open_image
@@ -51,10 +51,8 @@ from ..preprocess import Preprocess
 from .config import TrainConfig
 from .distributed import World, all_sum, data_parallel, gather_rows, shard
 from .engine import (
-    Prior,
     Run,
     RunRecord,
-    autocast,
     check_data,
     epoch_row,
     find_training_set,
@@ -70,6 +68,8 @@ from .engine import (
     write_dataset_files,
 )
 from .head import head_prior, imagenet_matches
+from .parts import Prior
+from .trunk import autocast
 
 STAGE = "finetune-all"  # results.csv's stage, and the summary's
 # The head starts at zero and has further to go than the pretrained layers: on flowers12 x10 reaches 95.00%
@@ -87,7 +87,6 @@ def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_e
     """
     if cfg.epochs < 1:
         raise ImgclassError(f"--epochs {cfg.epochs}: --finetune all trains from its first epoch; give 1 or more")
-    started = time.perf_counter()
     run = start_run(cfg, world, resume)
     if run.checkpoint is not None and run.checkpoint["config"].get("finetune", "tail") != "all":
         raise ImgclassError(f"{resume}: a run of the tail recipe; resume it with --finetune tail, or start a "
@@ -105,7 +104,7 @@ def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_e
     finetune_all(run, record, model, parts.head, train_images, val_images, start_epoch)
     load_best(run, model)
     _, _, logits = evaluate_stream(run, model, val_images, len(ds.classes))
-    return summarize(run, record, ds, val_images.labels, logits.argmax(1).cpu().numpy(), started)
+    return summarize(run, record, ds, val_images.labels, logits.argmax(1).cpu().numpy())
 
 
 def start_head(head: torch.nn.Linear, classes: list[str], prior: Prior) -> None:
@@ -118,12 +117,12 @@ def start_head(head: torch.nn.Linear, classes: list[str], prior: Prior) -> None:
         head.bias.copy_(bias)
 
 
-def check_splits(run: Run, ds: Dataset) -> tuple[Images, Images]:
+def check_splits(run: Run, ds: Dataset) -> tuple[ImageIndex, ImageIndex]:
     """The checking pass: every file decoded once as the network sees it (``data.decode_images``, a chunk
     at a time, pixels dropped) and hashed; the dataset's warnings and table logged as the tail recipe does.
 
     Returns:
-        train and val as readable files with labels and digests (``pixels`` empty).
+        train and val as readable files with labels and digests.
 
     Raises:
         ImgclassError: what ``engine.check_data`` raises (a class without training images, no val image).
@@ -137,8 +136,7 @@ def check_splits(run: Run, ds: Dataset) -> tuple[Images, Images]:
                                         f"check {name} {i}/{len(samples)}", device)
             labels.append(images.labels), paths.extend(images.paths), digests.extend(images.digests)
             unreadable += bad
-        checked.append(Images(np.zeros((0, 0, 0, 3), np.uint8), np.concatenate(labels or [np.zeros(0, np.int64)]),
-                              paths, digests))
+        checked.append(ImageIndex(np.concatenate(labels or [np.zeros(0, np.int64)]), paths, digests))
     check_data(ds, checked[0], checked[1], unreadable)
     return checked[0], checked[1]
 
@@ -175,7 +173,7 @@ class AugmentedImages(torch.utils.data.Dataset):
     device (``normalize``), so a batch crosses to the GPU as bytes.
     """
 
-    def __init__(self, images: Images, preprocess: Preprocess, seed: int):
+    def __init__(self, images: ImageIndex, preprocess: Preprocess, seed: int):
         self.paths, self.labels, self.preprocess, self.seed = images.paths, images.labels, preprocess, seed
         interpolation = InterpolationMode(preprocess.interpolation)
         # On PIL images: Pillow's kernels are the fastest on a CPU; the tensor comes last.
@@ -221,8 +219,8 @@ def _mean_std(preprocess: Preprocess, device: torch.device) -> tuple[torch.Tenso
     return mean.to(device), std.to(device)
 
 
-def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torch.nn.Linear, train_images: Images,
-                 val_images: Images, start_epoch: int | None) -> None:
+def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torch.nn.Linear, train_images: ImageIndex,
+                 val_images: ImageIndex, start_epoch: int | None) -> None:
     """Epochs up to ``cfg.epochs`` of every layer on augmented streamed images, each recorded and
     checkpointed (``engine.finish_epoch``); stops early when val accuracy has not improved for
     ``cfg.patience`` epochs."""
@@ -304,7 +302,7 @@ def train_epoch(run: Run, net: torch.nn.Module, optimizer: torch.optim.Optimizer
 
 
 @torch.no_grad()
-def evaluate_stream(run: Run, model: torch.nn.Module, images: Images,
+def evaluate_stream(run: Run, model: torch.nn.Module, images: ImageIndex,
                     num_classes: int) -> tuple[float, float, torch.Tensor]:
     """(loss, accuracy %, logits) of the model over ``images`` decoded as the network's preprocessing
     says, each rank decoding and running its shard.

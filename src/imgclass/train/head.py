@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -61,12 +62,16 @@ def head_prior(classes: list[str], dim: int, weight: torch.Tensor | None = None,
     return w0, b0
 
 
-def fit_head(x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, l2: float,
+FIT_ROWS = 32_768  # feature rows made float32 at a time: the fit's memory stays flat in the number of images
+
+
+def fit_head(x: torch.Tensor | np.ndarray, y: torch.Tensor, w0: torch.Tensor, b0: torch.Tensor, l2: float,
              label_smoothing: float = 0.0, max_iter: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression, full batch L-BFGS, penalty ``l2/2 * |W - W0|^2``.
 
     Args:
-        x: (N, D) features; y: (N,) labels; w0, b0: the prior (and starting point).
+        x: (N, D) features, a tensor or an array (a memory-mapped one is read ``FIT_ROWS`` rows at a
+            time: each L-BFGS step still sees every row); y: (N,) labels; w0, b0: the prior (and starting point).
 
     Example:
         >>> w, b = fit_head(features, labels, *head_prior(classes, features.shape[1]), l2=0.01)  # doctest: +SKIP
@@ -77,9 +82,17 @@ def fit_head(x: torch.Tensor, y: torch.Tensor, w0: torch.Tensor, b0: torch.Tenso
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(x @ w.T + b, y, label_smoothing=label_smoothing) + l2 / 2 * (w - w0).pow(2).sum()
-        loss.backward()
-        return loss
+        penalty = l2 / 2 * (w - w0).pow(2).sum()
+        penalty.backward()
+        total = penalty.item()
+        for i in range(0, len(y), FIT_ROWS):  # the mean loss, summed a block at a time
+            block = x[i:i + FIT_ROWS]
+            block = block.float() if isinstance(block, torch.Tensor) else torch.from_numpy(np.asarray(block, np.float32))
+            loss = F.cross_entropy(block @ w.T + b, y[i:i + FIT_ROWS], label_smoothing=label_smoothing,
+                                   reduction="sum") / len(y)
+            loss.backward()
+            total += loss.item()
+        return torch.tensor(total)
 
     opt.step(closure)
     return w.detach(), b.detach()

@@ -9,6 +9,12 @@ import torch
 from torch import nn
 
 from ..errors import ImgclassError
+from ..models import ModelSpec, get_spec
+from ..preprocess import Preprocess
+from .config import TrainConfig
+from .input_size import choose_input
+
+Prior = tuple[torch.Tensor | None, torch.Tensor | None]  # the pretrained 1000-way classifier's (weight, bias), if any
 
 
 class Parts(NamedTuple):
@@ -79,3 +85,23 @@ def trainable_tail_parameters(parts: Parts) -> list[nn.Parameter]:
     if isinstance(parts.tail, (_TimmPreLogits, nn.Identity)):
         return []
     return list(parts.tail.parameters())
+
+
+def network_spec(cfg: TrainConfig, checkpoint: dict | None = None) -> tuple[ModelSpec, Preprocess, str]:
+    """The run's network, its preprocessing at the input side ``choose_input`` decides (a resumed run's:
+    its ``checkpoint``'s), and that decision in words."""
+    spec = get_spec(cfg.arch)
+    return spec, *choose_input(spec, cfg, checkpoint)
+
+
+def build_network(spec: ModelSpec, cfg: TrainConfig, num_classes: int) -> tuple[torch.nn.Module, Prior]:
+    """The network with a fresh ``num_classes`` head, and the pretrained 1000-way classifier's (weight, bias)
+    for the head fit's prior."""
+    from ..models.build import build_model, replace_head
+
+    model = build_model(spec, cfg.weights, pretrained=cfg.pretrained)
+    head = model.get_classifier() if hasattr(model, "get_classifier") else getattr(model, "fc", None)
+    prior = (None, None)
+    if cfg.pretrained and isinstance(head, torch.nn.Linear) and head.out_features == 1000:
+        prior = (head.weight.detach().clone(), head.bias.detach().clone() if head.bias is not None else None)
+    return replace_head(model, num_classes), prior
