@@ -44,6 +44,12 @@ class Images(ImageIndex):
     pixels: np.ndarray
 
 
+def unreadable(path: Path, decoded: np.ndarray | ImgclassError) -> str | None:
+    """Why ``path`` cannot be trained on, given what ``media.decode`` made of it, or None when it can:
+    the one test of which files training skips (the activation store, the full fine-tune's checks)."""
+    return str(decoded).removeprefix(f"{path}: ") if isinstance(decoded, ImgclassError) else None
+
+
 def index_images(paths: list[Path], labels: np.ndarray, workers: int = 2) -> ImageIndex:
     """The index of readable images: their digests are read in ``workers`` threads.
 
@@ -58,6 +64,27 @@ def index_images(paths: list[Path], labels: np.ndarray, workers: int = 2) -> Ima
 
     with ThreadPoolExecutor(max(1, workers)) as pool:
         return ImageIndex(labels, paths, list(pool.map(digest, paths)))
+
+
+def index_readable(samples: list[tuple[Path, int]], preprocess: Preprocess, workers: int = 2, desc: str = "check",
+                   device: str = "cpu") -> tuple[ImageIndex, list[tuple[Path, str]]]:
+    """The index (``index_images``) of the ``(path, label)`` samples that decode as ``preprocess`` says,
+    each decoded once and its pixels dropped at once (memory flat in their number), and the unreadable
+    ones as ``(path, why)``.
+
+    Raises:
+        ImgclassError: a file decoded and then could not be read.
+    """
+    good, bad = [], []
+    decoded = (item for batch in decode_files([p for p, _ in samples], preprocess, 32, workers, device) for item in batch)
+    for (path, label), (_, image) in zip(samples, tqdm(decoded, total=len(samples), desc=desc, unit="img",
+                                                       leave=False, disable=None)):
+        why = unreadable(path, image)
+        if why is None:
+            good.append((path, label))
+        else:
+            bad.append((path, why))
+    return index_images([p for p, _ in good], np.array([label for _, label in good], np.int64), workers), bad
 
 
 def decode_images(samples: list[tuple[Path, int]], preprocess: Preprocess, workers: int = 2,
@@ -82,9 +109,9 @@ def decode_images(samples: list[tuple[Path, int]], preprocess: Preprocess, worke
         results = zip(tqdm(decoded, total=len(samples), desc=desc, unit="img", leave=False, disable=None),
                       pool.map(digest, (p for p, _ in samples)))
         for (path, label), ((_, image), sha) in zip(samples, results):
-            if isinstance(image, ImgclassError) or sha is None:
-                bad.append((path, str(image).removeprefix(f"{path}: ") if isinstance(image, ImgclassError)
-                            else "cannot read the file"))
+            why = unreadable(path, image)
+            if why is not None or sha is None:
+                bad.append((path, why or "cannot read the file"))
                 continue
             pixels.append(image), labels.append(label), paths.append(path), digests.append(sha)
     size = preprocess.size

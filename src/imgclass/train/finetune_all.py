@@ -19,8 +19,9 @@ Recipe:
   nvJPEG and one batched resize on CUDA), so val accuracy is what ``imgclass eval`` measures.
 - CUDA: bf16 autocast, channels-last, cuDNN autotuning, pinned host batches, fused AdamW.
 
-Before training, every file is decoded once and dropped (and hashed): unreadable files are skipped and
-the dataset checked exactly as the tail recipe does, so no epoch meets a bad file.
+Before training, every file is decoded once and dropped, and the readable ones indexed
+(``data.index_readable``: the same test of a file as the activation store's), and the dataset checked
+exactly as the tail recipe does, so no epoch meets a bad file.
 
 Under torchrun each global batch of ``batch_size`` images is dealt out over the ranks
 (DistributedSampler-style) and DDP averages their gradients; val is sharded and gathered.
@@ -43,7 +44,7 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import InterpolationMode, v2
 from tqdm import tqdm
 
-from ..data import Dataset, ImageIndex, decode_images
+from ..data import Dataset, ImageIndex, index_readable
 from ..errors import ImgclassError
 from ..media.decode import decode_files
 from ..media.images import open_image
@@ -75,7 +76,6 @@ STAGE = "finetune-all"  # results.csv's stage, and the summary's
 # The head starts at zero and has further to go than the pretrained layers: on flowers12 x10 reaches 95.00%
 # in 3 epochs where x1 reaches 93.75% (BENCHMARKS.md).
 HEAD_LR_SCALE = 10
-CHECK_CHUNK = 256  # images decoded at a time by the checking pass, then dropped
 
 
 def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_epoch: int | None) -> dict:
@@ -118,27 +118,21 @@ def start_head(head: torch.nn.Linear, classes: list[str], prior: Prior) -> None:
 
 
 def check_splits(run: Run, ds: Dataset) -> tuple[ImageIndex, ImageIndex]:
-    """The checking pass: every file decoded once as the network sees it (``data.decode_images``, a chunk
-    at a time, pixels dropped) and hashed; the dataset's warnings and table logged as the tail recipe does.
+    """The checking pass: every file decoded once as the network sees it and dropped, the readable ones
+    indexed (``data.index_readable``), the dataset's warnings and table logged as the tail recipe does.
 
     Returns:
-        train and val as readable files with labels and digests.
+        train and val: their readable files, labels and digests.
 
     Raises:
         ImgclassError: what ``engine.check_data`` raises (a class without training images, no val image).
     """
     device = str(run.world.device) if run.world.device.type == "cuda" else "cpu"
-    checked, unreadable = [], []
-    for name, samples in (("train", ds.train), ("val", ds.val)):
-        labels, paths, digests = [], [], []
-        for i in range(0, len(samples), CHECK_CHUNK):
-            images, bad = decode_images(samples[i:i + CHECK_CHUNK], run.preprocess, run.cfg.workers,
-                                        f"check {name} {i}/{len(samples)}", device)
-            labels.append(images.labels), paths.extend(images.paths), digests.extend(images.digests)
-            unreadable += bad
-        checked.append(ImageIndex(np.concatenate(labels or [np.zeros(0, np.int64)]), paths, digests))
-    check_data(ds, checked[0], checked[1], unreadable)
-    return checked[0], checked[1]
+    (train, bad_train), (val, bad_val) = (index_readable(samples, run.preprocess, run.cfg.workers, f"check {name}",
+                                                         device)
+                                          for name, samples in (("train", ds.train), ("val", ds.val)))
+    check_data(ds, train, val, bad_train + bad_val)
+    return train, val
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:

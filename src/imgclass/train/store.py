@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..data import unreadable
 from ..errors import ImgclassError
 from ..fileio import atomic_write
 from ..media.decode import decode_files
@@ -208,10 +209,9 @@ def run_chunk(spec: SplitSpec, c: int, run_trunk: TrunkRunner, preprocess: Prepr
     decode_on = str(world.device) if world.device.type == "cuda" else "cpu"
     at = 0
     for batch in decode_files([p for p, _ in samples], preprocess, batch_size, workers, decode_on):
-        good = [k for k, (_, x) in enumerate(batch) if not isinstance(x, ImgclassError)]
-        for k, (path, x) in enumerate(batch):
-            if isinstance(x, ImgclassError):
-                bad[str(c * CHUNK + at + k)] = str(x).removeprefix(f"{path}: ")
+        why = [unreadable(path, x) for path, x in batch]
+        good = [k for k, reason in enumerate(why) if reason is None]
+        bad.update({str(c * CHUNK + at + k): reason for k, reason in enumerate(why) if reason is not None})
         if good:
             pixels = np.stack([batch[k][1] for k in good])
             index = torch.tensor([at + k for k in good], device=world.device)
