@@ -111,8 +111,9 @@ def test_recipe_errors_are_one_line(dataset, tmp_path):
     with pytest.raises(ImgclassError, match="--epochs 0"):
         train(TrainConfig(str(dataset), finetune="all", epochs=0))
     tail = TrainConfig(str(dataset), model_dir=str(tmp_path), resolution=64)  # a tail run's checkpoint, made up
+    preprocess = replace(get_spec(tail.arch).preprocess, size=64).to_json()
     ckpt = save_checkpoint(tmp_path / CHECKPOINT, {"format": FORMAT, "config": asdict(tail), "state_dict": {},
-                                                   "history": [], "epoch": 1})
+                                                   "history": [], "epoch": 1, "preprocess": preprocess})
     with pytest.raises(ImgclassError, match="a run of the tail recipe"):
         train(replace(tail, finetune="all"), resume=ckpt)
 
@@ -123,3 +124,4 @@ def test_normalize_on_the_device_is_preprocess_normalize():
     x = normalize(torch.from_numpy(pixels).permute(0, 3, 1, 2), preprocess)
     assert x.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(x.numpy(), preprocess.normalize(pixels), atol=1e-5)
+
