@@ -7,6 +7,7 @@ import subprocess
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from imgclass.train import CHECKPOINT, TrainConfig, load_checkpoint, train
 from imgclass.train.checkpoint import save_checkpoint
 from imgclass.train.config import FORMAT
 from imgclass.train.distributed import World
+from imgclass.train.engine import RunRecord, epochs_to_run
 from imgclass.train.finetune_all import AugmentedImages, EpochBatches, normalize
 
 EPOCHS = 2
@@ -125,3 +127,20 @@ def test_normalize_on_the_device_is_preprocess_normalize():
     assert x.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_allclose(x.numpy(), preprocess.normalize(pixels), atol=1e-5)
 
+
+def test_epochs_stop_on_patience_and_budget_but_never_before_the_first():
+    """The one epoch loop of both recipes: the full fine-tune has no epoch 0, so its first epoch runs
+    whatever the patience or budget, and then each stop applies as in the tail recipe."""
+    def ran(patience: int, budget: float | None, used: float) -> list[int]:
+        run = SimpleNamespace(cfg=TrainConfig("data", epochs=5, patience=patience, time=budget), checkpoint=None,
+                              started=time.perf_counter() - used)
+        record, epochs = RunRecord({}), []
+        for epoch in epochs_to_run(run, record, None):
+            epochs.append(epoch)
+            record.add({"epoch": epoch, "val_acc": 50.0 if epoch == 1 else 40.0, "seconds": 10.0})
+        return epochs
+
+    assert ran(patience=0, budget=None, used=0) == [1]
+    assert ran(patience=1, budget=None, used=0) == [1, 2]
+    assert ran(patience=9, budget=None, used=0) == [1, 2, 3, 4, 5]
+    assert ran(patience=9, budget=100, used=95) == [1], "another 10 s epoch would pass the budget"

@@ -35,6 +35,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -457,13 +458,7 @@ def finetune(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, 
     net, optimizer, step = prepare_finetune(parts, cfg, world, run.checkpoint)
     steps_per_epoch = math.ceil(len(features.y_train) / cfg.batch_size)
     total_steps, warmup = cfg.epochs * steps_per_epoch, steps_per_epoch
-    for epoch in range(first_epoch(run, start_epoch), cfg.epochs + 1):
-        if epoch - record.best_epoch > cfg.patience:
-            log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs "
-                f"(best: epoch {record.best_epoch})")
-            break
-        if out_of_time(run, record):
-            break
+    for epoch in epochs_to_run(run, record, start_epoch):
         t0 = time.perf_counter()
         train_loss, train_acc, step = train_one_epoch(net, optimizer, features.train, features.y_train, cfg,
                                                       epoch, step, total_steps, warmup, world)
@@ -471,6 +466,21 @@ def finetune(run: Run, record: RunRecord, model: torch.nn.Module, parts: Parts, 
         row = epoch_row(epoch, "finetune", (train_loss, train_acc), (val_loss, val_acc),
                         optimizer.param_groups[0]["lr"], time.perf_counter() - t0)
         finish_epoch(run, record, model, row, optimizer.state_dict(), step)
+
+
+def epochs_to_run(run: Run, record: RunRecord, start_epoch: int | None) -> Iterator[int]:
+    """The fine-tuning epochs, from ``first_epoch`` up to ``cfg.epochs``, each read after the one before
+    was recorded: they end early when val accuracy has not improved for ``cfg.patience`` epochs, or
+    when another would pass ``--time``'s budget (``out_of_time``)."""
+    for epoch in range(first_epoch(run, start_epoch), run.cfg.epochs + 1):
+        # A run without a recorded epoch (the full fine-tune's first) has nothing to stop on yet.
+        if record.history and epoch - record.best_epoch > run.cfg.patience:
+            log(f"imgclass: early stop: val accuracy has not improved for {run.cfg.patience} epochs "
+                f"(best: epoch {record.best_epoch})")
+            return
+        if out_of_time(run, record):
+            return
+        yield epoch
 
 
 def out_of_time(run: Run, record: RunRecord) -> bool:

@@ -23,6 +23,10 @@ Before training, every file is decoded once and dropped, and the readable ones i
 (``data.index_readable``: the same test of a file as the activation store's), and the dataset checked
 exactly as the tail recipe does, so no epoch meets a bad file.
 
+The input side is the one ``parts.network_spec`` chooses for either recipe. ``--time`` plans the
+cached-trunk recipe only (``plan.py`` measures its parts): here it chooses nothing, and the epochs stop
+when another would pass it (``engine.epochs_to_run``), as in a resumed run.
+
 Under torchrun each global batch of ``batch_size`` images is dealt out over the ranks
 (DistributedSampler-style) and DDP averages their gradients; val is sharded and gathered.
 
@@ -49,24 +53,23 @@ from ..errors import ImgclassError
 from ..media.decode import decode_files
 from ..media.images import open_image
 from ..preprocess import Preprocess
-from .config import TrainConfig
+from .config import TrainConfig, format_duration
 from .distributed import World, all_sum, data_parallel, gather_rows, shard
 from .engine import (
     Run,
     RunRecord,
     check_data,
     epoch_row,
-    find_training_set,
+    epochs_to_run,
     finish_epoch,
-    first_epoch,
     load_best,
     log,
     lr_at,
+    prepare_data,
     prepare_model,
     start_record,
     start_run,
     summarize,
-    write_dataset_files,
 )
 from .head import head_prior, imagenet_matches
 from .parts import Prior
@@ -91,10 +94,11 @@ def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_e
     if run.checkpoint is not None and run.checkpoint["config"].get("finetune", "tail") != "all":
         raise ImgclassError(f"{resume}: a run of the tail recipe; resume it with --finetune tail, or start a "
                             "--finetune all run in another --model-dir")
-    ds = find_training_set(run)
+    if cfg.time is not None:
+        log(f"imgclass: --time {format_duration(cfg.time)}: --finetune all is not planned (the planner measures the "
+            "cached-trunk recipe); its epochs stop when another would pass the budget")
+    ds = prepare_data(run)
     train_images, val_images = check_splits(run, ds)
-    if world.main:
-        write_dataset_files(run.model_dir, ds, cfg.val_split)
     model, parts, prior = prepare_model(run, len(ds.classes))
     if run.checkpoint is None:
         start_head(parts.head, ds.classes, prior)
@@ -213,11 +217,11 @@ def _mean_std(preprocess: Preprocess, device: torch.device) -> tuple[torch.Tenso
     return mean.to(device), std.to(device)
 
 
-def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torch.nn.Linear, train_images: ImageIndex,
-                 val_images: ImageIndex, start_epoch: int | None) -> None:
+def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torch.nn.Linear,
+                 train_images: ImageIndex, val_images: ImageIndex, start_epoch: int | None) -> None:
     """Epochs up to ``cfg.epochs`` of every layer on augmented streamed images, each recorded and
-    checkpointed (``engine.finish_epoch``); stops early when val accuracy has not improved for
-    ``cfg.patience`` epochs."""
+    checkpointed (``engine.finish_epoch``), as many as ``engine.epochs_to_run`` gives (early stopping,
+    ``--time``)."""
     cfg, world = run.cfg, run.world
     if world.device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input sizes: autotuned kernels pay off from the 2nd step
@@ -227,11 +231,7 @@ def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torc
                         num_workers=cfg.workers, collate_fn=partial(collate, size=run.preprocess.size),
                         pin_memory=world.device.type == "cuda", persistent_workers=cfg.workers > 0)
     total_steps, warmup = cfg.epochs * len(batches), len(batches)
-    for epoch in range(first_epoch(run, start_epoch), cfg.epochs + 1):
-        if epoch - record.best_epoch > cfg.patience:
-            log(f"imgclass: early stop: val accuracy has not improved for {cfg.patience} epochs "
-                f"(best: epoch {record.best_epoch})")
-            break
+    for epoch in epochs_to_run(run, record, start_epoch):
         t0 = time.perf_counter()
         batches.epoch = epoch
         train_loss, train_acc, step = train_epoch(run, net, optimizer, loader, epoch, step, total_steps, warmup)
