@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import InterpolationMode, v2
 
-from imgclass.data import Images, find_dataset
+from imgclass.data import ImageIndex, find_dataset
 from imgclass.models import get_spec
 from imgclass.models.build import build_model, replace_head
 from imgclass.preprocess import Preprocess
@@ -72,7 +72,7 @@ def make_set(data: Path, n: int, out: Path) -> Path:
 
 
 def run_imgclass(data: Path, model_dir: Path, args) -> dict:
-    """imgclass's figures: best val %, median epoch images/s, peak GPU memory, wall s."""
+    """imgclass's figures: best val %, median epoch images/s, peak GPU memory, wall s, the input side."""
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -87,15 +87,15 @@ def run_imgclass(data: Path, model_dir: Path, args) -> dict:
     speeds = [n_train / float(r["seconds"]) for r in epochs]
     return {"best_acc": summary["best_acc"], "best_epoch": summary["best_epoch"], "epochs": len(epochs),
             "img_s": statistics.median(speeds[1:] or speeds), "first_img_s": speeds[0], "wall": wall,
-            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"), "n_train": n_train}
+            "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan"), "n_train": n_train,
+            "input_size": summary["input_size"]}
 
 
-def loader_alone(data: Path, args) -> float:
+def loader_alone(data: Path, args, size: int) -> float:
     """Images/s of imgclass's training loader alone (decode + augmentation in workers, no network): one epoch."""
     ds = find_dataset(data)
-    images = Images(np.zeros((0, 0, 0, 3), np.uint8), np.array([label for _, label in ds.train]),
-                    [path for path, _ in ds.train], [])
-    preprocess = preprocess_of(args)
+    images = ImageIndex(np.array([label for _, label in ds.train]), [path for path, _ in ds.train], [])
+    preprocess = preprocess_of(size)
     batches = EpochBatches(len(images), args.batch_size, 0, World(0, 1, torch.device("cpu")))
     loader = DataLoader(AugmentedImages(images, preprocess, 0), batch_sampler=batches, num_workers=args.workers,
                         collate_fn=partial(collate, size=preprocess.size), pin_memory=torch.cuda.is_available())
@@ -104,18 +104,17 @@ def loader_alone(data: Path, args) -> float:
     return n / (time.perf_counter() - start)
 
 
-def preprocess_of(args) -> Preprocess:
-    """lite0's preprocessing at ``--resolution`` (default: its own)."""
-    p = get_spec("efficientnet-lite0").preprocess
-    return replace(p, size=args.resolution) if args.resolution else p
+def preprocess_of(size: int) -> Preprocess:
+    """lite0's preprocessing at the input side imgclass trained at."""
+    return replace(get_spec("efficientnet-lite0").preprocess, size=size)
 
 
-def run_plain(data: Path, args) -> tuple[float, float]:
+def run_plain(data: Path, args, size: int) -> tuple[float, float]:
     """(images/s, peak GPU GiB) of the second of two epochs of the plain-PyTorch full fine-tune on the same
     data and device (the first starts the workers and autotunes cuDNN)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = get_spec("efficientnet-lite0")
-    p = preprocess_of(args)
+    p = preprocess_of(size)
     interpolation = InterpolationMode(p.interpolation)
     tf = v2.Compose([v2.RandomResizedCrop(p.size, interpolation=interpolation), v2.RandomHorizontalFlip(),
                      v2.TrivialAugmentWide(interpolation=interpolation), v2.PILToTensor()])
@@ -155,7 +154,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
-    ap.add_argument("--resolution", type=int, default=None, help="network input side (default: lite0's, 224)")
+    ap.add_argument("--resolution", type=int, default=None,
+                    help="network input side (default: imgclass's choice: lite0's 224, or 256 for smaller images)")
     ap.add_argument("--head-lr-scale", type=float, default=finetune_all.HEAD_LR_SCALE,
                     help="the head's learning rate over the rest's (default: imgclass's)")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain-PyTorch epochs")
@@ -167,13 +167,14 @@ def main() -> None:
         ours = run_imgclass(data, Path(tmp) / "run", args)
         print(f"{device}, {os.cpu_count()} cores: --finetune all on {data.name}: {ours['n_train']} train images, "
               f"batch {args.batch_size}, lr {args.lr:g} (head x{args.head_lr_scale:g}), {args.workers} workers, "
-              f"{ours['epochs']} epochs")
+              f"{ours['epochs']} epochs, input {ours['input_size']} px")
         print(f"  imgclass  : best val {ours['best_acc']:.2f}% (epoch {ours['best_epoch']}), "
               f"{ours['img_s']:.0f} img/s (epoch 1: {ours['first_img_s']:.0f}), peak GPU memory "
               f"{ours['peak_gib']:.2f} GiB, wall {ours['wall']:.1f} s")
-        print(f"  loader alone (decode + augmentation, {args.workers} workers): {loader_alone(data, args):.0f} img/s")
+        loader_img_s = loader_alone(data, args, ours["input_size"])
+        print(f"  loader alone (decode + augmentation, {args.workers} workers): {loader_img_s:.0f} img/s")
         if not args.no_plain:
-            img_s, peak = run_plain(data, args)
+            img_s, peak = run_plain(data, args, ours["input_size"])
             print(f"  plain PyTorch (ImageFolder, same transforms and network, train-mode BN, 2nd epoch): "
                   f"{img_s:.0f} img/s, peak GPU memory {peak:.2f} GiB")
 
