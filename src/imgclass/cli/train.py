@@ -78,8 +78,9 @@ def add_parser(sub) -> None:
     add_setting(p, "--device", choices=["auto", "cpu", "cuda"], help="where to train")
     add_setting(p, "--time", type=duration, metavar="DURATION",
                 help="finish within this budget (90s, 5m, 1h30m): the network and epochs are chosen from speeds "
-                     "measured on this machine, and fine-tuning stops when another epoch would pass it "
-                     "(default: no budget; --arch and --epochs as given)")
+                     "measured on this machine, and fine-tuning stops when another epoch would pass it; with "
+                     "--finetune all nothing is chosen, only the epochs stop (default: no budget; --arch and "
+                     "--epochs as given)")
     p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
                    help="train in N processes on this machine, one per GPU (NCCL; on CPUs gloo), through torchrun; "
                         "--batch-size stays the total per step, so the result matches one process "

@@ -76,7 +76,8 @@ def index_readable(samples: list[tuple[Path, int]], preprocess: Preprocess, work
         ImgclassError: a file decoded and then could not be read.
     """
     good, bad = [], []
-    decoded = (item for batch in decode_files([p for p, _ in samples], preprocess, 32, workers, device) for item in batch)
+    paths = [p for p, _ in samples]
+    decoded = (item for batch in decode_files(paths, preprocess, 32, workers, device) for item in batch)
     for (path, label), (_, image) in zip(samples, tqdm(decoded, total=len(samples), desc=desc, unit="img",
                                                        leave=False, disable=None)):
         why = unreadable(path, image)
