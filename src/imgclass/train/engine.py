@@ -192,6 +192,7 @@ class Run:
         resume: the checkpoint resumed from (for messages), or None.
         checkpoint: its state (checked by ``check_resumable``), or None for a new run.
         started: when the run began (``time.perf_counter``): ``--time`` counts from it.
+        input_said: why the input has its size, in words (logged once the dataset is found).
         plan: what ``--time`` chose, in words, or None.
     """
 
@@ -203,6 +204,7 @@ class Run:
     resume: str | Path | None
     checkpoint: dict | None
     started: float
+    input_said: str
     plan: str | None = None
 
 
@@ -218,9 +220,8 @@ def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
     model_dir = Path(cfg.model_dir)
     if world.main:
         model_dir.mkdir(parents=True, exist_ok=True)
-    spec, preprocess, said = network_spec(cfg, checkpoint)
-    log(f"imgclass: {said}")
-    return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint, time.perf_counter())
+    spec, preprocess, input_said = network_spec(cfg, checkpoint)
+    return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint, time.perf_counter(), input_said)
 
 
 def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
@@ -242,6 +243,7 @@ def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
 def prepare_data(run: Run) -> Dataset:
     """The data step: find and split the dataset, and save its labels and split (no image is decoded here)."""
     ds = find_training_set(run)
+    log(f"imgclass: {run.input_said}")  # after the dataset's errors, which are then the only line
     if run.world.main:
         write_dataset_files(run.model_dir, ds, run.cfg.val_split)
     return ds
@@ -297,9 +299,9 @@ def plan_budget(run: Run, ds: Dataset) -> Run:
         log(f"imgclass: {said}")
     cfg, said = broadcast_object((cfg, said) if run.world.main else None, run.world)
     spec, preprocess, input_said = network_spec(cfg)
-    if preprocess != run.preprocess:  # another network: start_run's line no longer holds
+    if preprocess != run.preprocess:  # another network: prepare_data's line no longer holds
         log(f"imgclass: {input_said}")
-    return replace(run, cfg=cfg, spec=spec, preprocess=preprocess, plan=said)
+    return replace(run, cfg=cfg, spec=spec, preprocess=preprocess, input_said=input_said, plan=said)
 
 
 def prepare_model(run: Run, num_classes: int) -> tuple[torch.nn.Module, Parts, Prior]:
