@@ -122,3 +122,22 @@ def test_auto_device_keeps_small_jobs_on_the_cpu(monkeypatch, tmp_path):
     assert select.resolve_device("auto", Job(images=5760)) == "cuda"
     machine.record_job("cuda", 10, start_s=0.1, images_per_s=1e6)  # too few images to say anything: not kept
     assert machine.machine_costs().cuda == machine.DeviceCost(2.0, 8000)
+
+def test_a_small_folder_job_gets_a_network_traced_without_cudnn():
+    """TorchScript fixes each convolution's cuDNN switch when it traces; a small job's trace has it off (cuDNN's
+    first call costs it seconds on a GPU), a large job's on, and each trace is cached apart."""
+    torch = pytest.importorskip("torch")
+    from imgclass.models import get_spec
+    from imgclass.models.registry import read_weights
+    from imgclass.runtime.torch_cuda import scripted_network, uses_cudnn
+
+    def cudnn_flags(net) -> set[bool]:  # aten::_convolution's 12th argument is cudnn_enabled
+        return {node.inputsAt(11).toIValue() for node in net.inlined_graph.nodes() if node.kind() == "aten::_convolution"}
+
+    spec = get_spec("efficientnet-lite0")
+    assert not uses_cudnn(33) and uses_cudnn(57_600)
+    small, large = (scripted_network(spec, read_weights(spec), cudnn=flag) for flag in (False, True))
+    assert cudnn_flags(small) == {False} and cudnn_flags(large) == {True}
+    assert torch.backends.cudnn.enabled  # tracing left the process's switch as it was
+    x = torch.rand(1, 3, 224, 224)
+    assert torch.allclose(small(x), large(x), atol=1e-5)  # on the CPU the switch changes nothing else

@@ -183,12 +183,13 @@ def _openvino(model: ModelRef, device: str, precision: str, options: EngineOptio
 
 
 def _torch_cuda(model: ModelRef, device: str, precision: str, options: EngineOptions) -> Engine:
-    from .torch_cuda import TorchEngine, scripted_network
+    from .torch_cuda import TorchEngine, scripted_network, uses_cudnn
 
     if isinstance(model, ModuleRef):
         return TorchEngine(model.module, model.preprocess)
     if options.job.images is not None:  # a list of files: the network that loads fastest, never compiled
-        return TorchEngine(scripted_network(model.spec, model.weights), model.spec.preprocess)
+        network = scripted_network(model.spec, model.weights, cudnn=uses_cudnn(options.job.images))
+        return TorchEngine(network, model.spec.preprocess)
     from ..models.build import build_model  # unknown work (the API, a server, streams): compiled where it pays
     return TorchEngine(build_model(model.spec, model.weights), model.spec.preprocess)
 

@@ -12,7 +12,8 @@ repays (the seconds measured on the H100 machine, BENCHMARKS.md): a registry net
 TorchScript traced once and cached (timm's and torchvision's imports bring torch._dynamo, 4.4 s);
 every batch runs at one padded shape, eagerly the first time and from a captured graph after; a
 folder job never compiles (nvJPEG bounds it below the uncompiled network); and a small job decodes on
-the CPU and runs without cuDNN, whose first call of each batch shape costs 1.7-2.3 s.
+the CPU and runs without cuDNN, whose first call of each batch shape costs 2.2 s (it builds a kernel for
+each depthwise convolution, 0.2 s each; torch's own kernels start in 0.3 s but run 4x slower).
 """
 from __future__ import annotations
 
@@ -38,9 +39,15 @@ from .cache import cache_dir, cache_key, engine_path, read_entry, unsealed, writ
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 COMPILE_FROM = 64  # smaller batches are launch-bound: a CUDA graph alone serves them, with no compile wait
 # Below this many images a folder job is decoded by the CPU's threads (33 large photos: 0.17 s, where
-# nvJPEG's start alone takes 0.63 s) and runs on torch's own convolutions (cuDNN compiles kernels
-# for each new batch shape: 1.7-2.3 s); from it on, nvJPEG and cuDNN repay their start.
-SMALL_JOB = 1000
+# nvJPEG's start alone takes 0.63 s) and runs on torch's own convolutions (H100: 0.3 s to the first
+# batch of 64, then 1.2k img/s; cuDNN: 2.2 s, then 16k img/s); from it on, nvJPEG and cuDNN repay their
+# start (the two routes' times cross near 2,900 images of 224 px).
+SMALL_JOB = 2000
+
+
+def uses_cudnn(images: int) -> bool:
+    """Whether a folder job of ``images`` files runs on cuDNN (and nvJPEG): see SMALL_JOB."""
+    return images >= SMALL_JOB
 
 
 def cuda_available() -> bool:
@@ -48,22 +55,27 @@ def cuda_available() -> bool:
     return os.path.exists("/dev/nvidiactl") and torch.cuda.is_available()
 
 
-def scripted_network(spec: ModelSpec, weights: Weights) -> nn.Module:
+def scripted_network(spec: ModelSpec, weights: Weights, cudnn: bool = True) -> nn.Module:
     """A registry network with its weights, as TorchScript traced once and cached: loading it takes
     a fraction of a second and imports neither timm nor torchvision, whose imports bring torch._dynamo
     (4.4 s of a cold start on the H100 machine). TorchScript is deprecated, but torch.export's
     programs load through torch._dynamo; where torch can no longer trace or load, the model is built.
+
+    A trace fixes each convolution's use of cuDNN as it was when traced (the switch is an argument of
+    the recorded op), so ``cudnn`` picks the trace: False for a small job (``uses_cudnn``).
     """
     from ..models.build import build_model
 
     size = spec.preprocess.size
-    path = engine_path(spec.name, cache_key(weights.sha256, spec.arch, size, torch.__version__), ".torchscript")
+    key = cache_key(weights.sha256, spec.arch, size, torch.__version__, "cudnn" if cudnn else "native")
+    path = engine_path(spec.name, key, ".torchscript")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # "torch.jit is deprecated"
         try:
             data = read_entry(path)
             if data is None:
-                traced = torch.jit.trace(build_model(spec, weights), torch.zeros(1, 3, size, size))
+                with _cudnn(cudnn):
+                    traced = torch.jit.trace(build_model(spec, weights), torch.zeros(1, 3, size, size))
                 out = io.BytesIO()
                 torch.jit.save(traced, out)
                 data = write_entry(path, out.getvalue())
@@ -158,7 +170,9 @@ class TorchEngine:
                 forward(static_in)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the GPU decoder's thread allocates and decodes while this one captures; in the
+            # default global mode that invalidated the capture, at random (a 5,760-file job on the H100).
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = forward(static_in)
             self._graphs[key] = (static_in, static_out, graph)
         return self._graphs[key]
@@ -210,7 +224,7 @@ class TorchEngine:
         """Probabilities for image files, decoded in batches on the GPU (``GpuDecoder``), or by the CPU's
         threads for fewer than SMALL_JOB files; yields ``(path, probs)`` or ``(path, error)`` in order."""
         size = self._bucket(min(batch_size, len(paths) or 1))  # the one shape of this job's batches
-        if len(paths) < SMALL_JOB:
+        if not uses_cudnn(len(paths)):
             yield from host_decoded(lambda batch: self.run(batch, compile=False, cudnn=False, size=size), paths,
                                     self.preprocess, size, os.cpu_count())
             return
