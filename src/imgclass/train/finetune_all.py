@@ -222,9 +222,9 @@ def finetune_all(run: Run, record: RunRecord, model: torch.nn.Module, head: torc
     """Epochs up to ``cfg.epochs`` of every layer on augmented streamed images, each recorded and
     checkpointed (``engine.finish_epoch``), as many as ``engine.epochs_to_run`` gives (early stopping,
     ``--time``)."""
+    # cudnn.benchmark stays off: on the H100 its autotuning made the first steps of each batch shape take
+    # 58 s instead of 24, and the steps after it ran no faster (benchmarks/train_finetune_all.py, BENCHMARKS.md).
     cfg, world = run.cfg, run.world
-    if world.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input sizes: autotuned kernels pay off from the 2nd step
     net, optimizer, step = prepare_optimizer(model, head, cfg, world, run.checkpoint)
     batches = EpochBatches(len(train_images), cfg.batch_size, cfg.seed, world)
     loader = DataLoader(AugmentedImages(train_images, run.preprocess, cfg.seed), batch_sampler=batches,
@@ -313,8 +313,11 @@ def evaluate_stream(run: Run, model: torch.nn.Module, images: ImageIndex,
             if isinstance(pixels, ImgclassError):
                 raise ImgclassError(f"{pixels} (it was readable when training started)")
         x = torch.from_numpy(np.stack([pixels for _, pixels in batch])).to(device).permute(0, 3, 1, 2)
+        # The last batch padded to the others' size: on CUDA a new batch shape costs cuDNN seconds of set-up.
+        short = run.cfg.batch_size - len(x) if device.type == "cuda" else 0
+        padded = torch.cat([x, x.new_zeros((short, *x.shape[1:]))]) if short > 0 else x
         with autocast(device):
-            logits.append(model(normalize(x, run.preprocess)).float())
+            logits.append(model(normalize(padded, run.preprocess)).float()[:len(x)])
     logits = gather_rows(torch.cat(logits), len(images), world)
     labels = torch.from_numpy(images.labels).to(device)
     return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item() * 100, logits
