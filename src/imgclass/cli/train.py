@@ -77,8 +77,9 @@ def add_parser(sub) -> None:
     add_setting(p, "--val-split", type=float, help="fraction of each class held out for val when the dataset has no val folder")
     add_setting(p, "--device", choices=["auto", "cpu", "cuda"], help="where to train")
     add_setting(p, "--time", type=duration, metavar="DURATION",
-                help="finish within this budget (90s, 5m, 1h30m): the network and epochs are chosen from speeds "
-                     "measured on this machine, and fine-tuning stops when another epoch would pass it; with "
+                help="finish training within this budget (90s, 5m, 1h30m; the model's export after it comes on "
+                     "top): the network and epochs are chosen from speeds measured on this machine, and "
+                     "fine-tuning stops when another epoch would pass it; with "
                      "--finetune all nothing is chosen, only the epochs stop (default: no budget; --arch and "
                      "--epochs as given)")
     p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
