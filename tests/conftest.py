@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,16 @@ def run_python(*args: str, cwd: str | Path | None = None, timeout: float = 300) 
 def run_cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run ``imgclass ARGS`` (as ``python -m imgclass``)."""
     return run_python("-m", "imgclass", *args, **kwargs)
+
+
+def kill_once_written(command: list[str], path: Path) -> None:
+    """Run ``command`` and SIGKILL it the moment ``path`` exists, as a crash or a pulled plug would; the
+    test fails if the command ended before it could be killed."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not path.exists() and proc.poll() is None:
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"

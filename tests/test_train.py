@@ -1,10 +1,7 @@
 """Training: a tiny run on generated images, killed mid-run and resumed, its files and checkpoints."""
 import csv
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import torch
 from imgclass.train import TrainConfig, load_checkpoint, train
 from imgclass.train.head import imagenet_matches
 
-from conftest import run_cli
+from conftest import kill_once_written, run_cli
 from test_data import COLOURS, make_images
 
 TINY = ["--resolution", "64", "--batch-size", "4"]
@@ -73,15 +70,8 @@ def test_checkpoints_load_with_weights_only(full_run):
 
 def test_killed_run_resumes_to_the_same_result(dataset, full_run, tmp_path):
     model_dir = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(dataset, model_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = model_dir / "checkpoint.pth.tar"
-    try:
-        while not ckpt.exists() and proc.poll() is None:
-            time.sleep(0.01)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_once_written(train_cmd(dataset, model_dir), ckpt)
     done = load_checkpoint(ckpt)["epoch"]
     assert done < 30
     out = subprocess.run(train_cmd(dataset, model_dir, "--resume", str(ckpt)), capture_output=True, text=True, timeout=600)

@@ -1,8 +1,6 @@
 """The streaming full fine-tune (``--finetune all``) on generated images on the CPU: the same files and
 summary as the tail recipe, named; killed mid-run and resumed to the same results; 2 gloo processes
 take the steps 1 takes; augmentation and order depend on (seed, epoch, index) alone."""
-import os
-import signal
 import subprocess
 import time
 from dataclasses import asdict, replace
@@ -12,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import kill_once_written
 from test_train import make_dataset, rows, train_cmd
 from test_train_ddp import assert_same_run
 
@@ -59,15 +58,8 @@ def test_run_writes_the_tail_recipes_files_and_names_its_recipe(full_run):
 
 def test_killed_run_resumes_to_the_same_result(dataset, full_run, tmp_path):
     model_dir = tmp_path / "killed"
-    proc = subprocess.Popen(train_cmd(dataset, model_dir, *ALL), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = model_dir / CHECKPOINT
-    try:
-        while not ckpt.exists() and proc.poll() is None:
-            time.sleep(0.01)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    kill_once_written(train_cmd(dataset, model_dir, *ALL), ckpt)
     assert load_checkpoint(ckpt)["epoch"] < EPOCHS
     # The checkpoint holds --finetune all: the resumed run needs no flag to keep the recipe.
     out = subprocess.run(train_cmd(dataset, model_dir, "--epochs", str(EPOCHS), "--resume", str(ckpt)),
