@@ -50,7 +50,7 @@ def full_run(dataset, tmp_path_factory) -> Path:
 
 def test_run_writes_every_output_and_a_summary(full_run):
     for name in ("checkpoint.pth.tar", "model_best.pth.tar", "labels.txt", "results.csv", "results.png",
-                 "confusion_matrix.png"):
+                 "confusion_matrix.png", "settings.json"):
         assert (full_run / name).is_file(), name
     assert (full_run / "labels.txt").read_text().split() == ["blue", "red"]
     table = rows(full_run)

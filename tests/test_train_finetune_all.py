@@ -1,6 +1,7 @@
 """The streaming full fine-tune (``--finetune all``) on generated images on the CPU: the same files and
 summary as the tail recipe, named; killed mid-run and resumed to the same results; 2 gloo processes
 take the steps 1 takes; augmentation and order depend on (seed, epoch, index) alone."""
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, replace
@@ -17,7 +18,7 @@ from test_train_ddp import assert_same_run
 from imgclass.data import ImageIndex, find_dataset
 from imgclass.errors import ImgclassError
 from imgclass.models import get_spec
-from imgclass.train import CHECKPOINT, TrainConfig, load_checkpoint, train
+from imgclass.train import CHECKPOINT, TrainConfig, load_checkpoint, resume_config, train
 from imgclass.train.checkpoint import save_checkpoint
 from imgclass.train.config import FORMAT
 from imgclass.train.distributed import World
@@ -46,7 +47,7 @@ def test_run_writes_the_tail_recipes_files_and_names_its_recipe(full_run):
     model_dir, out = full_run
     assert sorted(p.name for p in model_dir.iterdir()) == sorted(
         ["checkpoint.pth.tar", "model_best.pth.tar", "labels.txt", "results.csv", "results.png",
-         "confusion_matrix.png", "model.onnx"])
+         "confusion_matrix.png", "model.onnx", "settings.json"])
     table = rows(model_dir)
     assert [r["epoch"] for r in table] == [str(e) for e in range(1, EPOCHS + 1)]
     assert {r["stage"] for r in table} == {"finetune-all"}
@@ -54,6 +55,18 @@ def test_run_writes_the_tail_recipes_files_and_names_its_recipe(full_run):
     assert "(--finetune all)" in out.stderr and "finetune-all 100.00%" in out.stdout
     assert load_checkpoint(model_dir / CHECKPOINT)["config"]["finetune"] == "all"
     assert not list(model_dir.glob(".*")), "no temporary file is left behind"
+
+
+def test_a_run_stopped_before_its_first_checkpoint_resumes_with_its_own_settings(full_run, tmp_path):
+    """Killed during its first epoch, a --finetune all run has written only its settings and labels: --resume
+    alone (no --finetune flag) starts it again as the same recipe, in its folder."""
+    model_dir, _ = full_run
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    for name in ("settings.json", "labels.txt"):
+        shutil.copy(model_dir / name, stopped / name)
+    cfg = resume_config(stopped / CHECKPOINT, epochs=EPOCHS + 1)
+    assert (cfg.finetune, cfg.epochs, cfg.model_dir) == ("all", EPOCHS + 1, str(stopped))
 
 
 def test_killed_run_resumes_to_the_same_result(dataset, full_run, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import logging
 import sys
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def test_the_tier_imports_no_torch(request):
     assert "torch" not in sys.modules
 
 
-def test_the_device_rule_picks_the_faster_device_from_each_machines_figures():
+def test_the_device_rule_picks_the_faster_device_from_each_machines_figures(caplog):
     """Two imaginary machines: a 16-core server whose GPU takes 20 s to start (the H100 measured cold),
     and a 2-core laptop with a GPU that starts in 3 s. The same jobs go to different devices."""
     server = MachineCosts(cpu=DeviceCost(0.7, 720), cuda=DeviceCost(20.0, 8000))
@@ -46,6 +47,9 @@ def test_the_device_rule_picks_the_faster_device_from_each_machines_figures():
     assert resolve_device("auto", Job(images=57_600), False, server) == "cpu"  # no GPU: the CPU whatever the job
     assert resolve_device("auto", Job(stream=True), True, server) == "cuda"
     assert resolve_device("cpu", Job(stream=True), True, server) == "cpu"
+    with caplog.at_level(logging.INFO, logger="imgclass"):  # what --verbose says is what was chosen
+        resolve_device("auto", Job(images=57_600), False, server)
+    assert "--device auto: cpu for 57600 images (no CUDA device here)" in caplog.text
     with pytest.raises(ImgclassError, match="unknown device 'tpu'"):
         resolve_device("tpu")
 

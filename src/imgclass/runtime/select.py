@@ -51,15 +51,19 @@ def resolve_device(device: str, job: Job = Job(), cuda: bool | Callable[[], bool
         raise ImgclassError(f"unknown device '{device}'; use {', '.join(DEVICES)}")
     if device != "auto":
         return device
-    if job.images is not None:
-        costs = costs or machine_costs()
-        pick = costs.faster(job.images)
-        log.info(f"--device auto: {pick} for {job.images} images (estimated cpu {costs.cpu.seconds(job.images):.1f} s, "
-                 f"cuda {costs.cuda.seconds(job.images):.1f} s, from this machine's figures)")
-        if pick == "cpu":  # decided without asking for CUDA, which imports torch
-            return "cpu"
-    has_cuda = (cuda() if callable(cuda) else cuda) if cuda is not None else _cuda_here()
-    return "cuda" if has_cuda else "cpu"
+
+    def has_cuda() -> bool:
+        return (cuda() if callable(cuda) else cuda) if cuda is not None else _cuda_here()
+
+    if job.images is None:
+        return "cuda" if has_cuda() else "cpu"
+    costs = costs or machine_costs()
+    pick, why = costs.faster(job.images), (f"estimated cpu {costs.cpu.seconds(job.images):.1f} s, cuda "
+                                           f"{costs.cuda.seconds(job.images):.1f} s, from this machine's figures")
+    if pick == "cuda" and not has_cuda():  # asked only now: on a GPU machine it imports torch
+        pick, why = "cpu", "no CUDA device here"
+    log.info(f"--device auto: {pick} for {job.images} images ({why})")
+    return pick
 
 
 def _cuda_here() -> bool:

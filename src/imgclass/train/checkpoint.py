@@ -3,9 +3,10 @@ reads them and a checkpoint from an untrusted source cannot run code. Written at
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import warnings
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -67,26 +68,40 @@ def load_checkpoint(path: str | Path) -> dict:
     return state
 
 
+SETTINGS = "settings.json"  # a new run's settings, written first: a run killed before its checkpoint resumes with them
+
+
+def write_settings(model_dir: Path, cfg: TrainConfig) -> None:
+    """Keep a new run's settings in its folder (``resume_config`` reads them until a checkpoint holds them)."""
+    atomic_write(model_dir / SETTINGS, lambda tmp: Path(tmp).write_text(json.dumps(asdict(cfg), indent=1)))
+
+
 def stopped_before_checkpoint(path: str | Path) -> bool:
     """True when ``path`` is the checkpoint of a run that stopped before writing it: its folder holds
-    the labels.txt every run writes first (its stored features are then all there is to resume)."""
+    the settings or labels.txt every run writes first (its settings and stored features are then all there
+    is to resume)."""
     path = Path(path)
-    return not path.exists() and path.name == CHECKPOINT and (path.parent / "labels.txt").is_file()
+    return not path.exists() and path.name == CHECKPOINT and any((path.parent / name).is_file()
+                                                                 for name in (SETTINGS, "labels.txt"))
 
 
 def resume_config(path: str | Path, **given) -> TrainConfig:
     """The settings to continue the run of checkpoint ``path``: the checkpoint's own, but for those
     ``given``; the run goes on in the checkpoint's folder unless ``model_dir`` is given. A run stopped
-    before its first checkpoint starts again in its folder with the settings given (``train`` then
-    reads back the trunk features it stored).
+    before its first checkpoint starts again in its folder with the settings it kept (``SETTINGS``) but
+    for those given (``train`` then reads back the trunk features it stored).
 
     Example:
         >>> cfg = resume_config("runs/ants/checkpoint.pth.tar", dataset="data/ants", epochs=10)  # doctest: +SKIP
         >>> train(cfg, resume="runs/ants/checkpoint.pth.tar")  # doctest: +SKIP
     """
     if stopped_before_checkpoint(path):
-        return TrainConfig(**{"model_dir": str(Path(path).parent), **given})
-    saved = load_checkpoint(path)["config"]
+        try:
+            saved = json.loads((Path(path).parent / SETTINGS).read_text())
+        except (OSError, ValueError):  # none kept (a run of an older imgclass): the settings given
+            saved = {}
+    else:
+        saved = load_checkpoint(path)["config"]
     names = {f.name for f in fields(TrainConfig)}
     return TrainConfig(**{**{k: v for k, v in saved.items() if k in names}, "model_dir": str(Path(path).parent), **given})
 

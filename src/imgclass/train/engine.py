@@ -49,7 +49,7 @@ from ..models import ModelSpec
 from ..models.resolve import BEST, CHECKPOINT
 from ..preprocess import Preprocess
 from . import report
-from .checkpoint import load_checkpoint, save_checkpoint, stopped_before_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, stopped_before_checkpoint, write_settings
 from .config import CV_ROWS, FORMAT, MIRROR_UP_TO, NETWORK_SETTINGS, TrainConfig, format_duration
 from .distributed import (World, all_sum, barrier, broadcast_module, broadcast_object, data_parallel, gather_rows, main_first,
                           shard)
@@ -211,8 +211,8 @@ class Run:
 def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
     """Load and check the checkpoint to resume, make the model folder (rank 0), and look up the network."""
     if resume is not None and stopped_before_checkpoint(resume):
-        log(f"imgclass: {resume} was not written yet (the run stopped before its head fit): starting the run "
-            "again; the trunk features it stored are read back, not computed again")
+        log(f"imgclass: {resume} was not written yet (the run stopped before its first checkpoint): starting "
+            "the run again with its settings; trunk features it stored are read back, not computed again")
         resume = None
     checkpoint = load_checkpoint(resume) if resume is not None else None
     if checkpoint is not None:
@@ -220,6 +220,8 @@ def start_run(cfg: TrainConfig, world: World, resume: str | Path | None) -> Run:
     model_dir = Path(cfg.model_dir)
     if world.main:
         model_dir.mkdir(parents=True, exist_ok=True)
+        if checkpoint is None:
+            write_settings(model_dir, cfg)
     spec, preprocess, input_said = network_spec(cfg, checkpoint)
     return Run(cfg, world, model_dir, spec, preprocess, resume, checkpoint, time.perf_counter(), input_said)
 
