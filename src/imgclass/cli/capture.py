@@ -95,7 +95,7 @@ def run(args) -> int:
     return 0
 
 
-def run_extract(args, dataset: Dataset) -> int:
+def run_extract(args, dataset: capture.Dataset) -> int:
     if args.input == BROWSER:
         raise ImgclassError("--class extracts frames of a video file; give its path as INPUT")
     logging.basicConfig(format="imgclass: %(message)s")  # a truncated video's warning
