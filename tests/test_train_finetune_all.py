@@ -121,8 +121,12 @@ def test_recipe_errors_are_one_line(dataset, tmp_path):
     preprocess = replace(get_spec(tail.arch).preprocess, size=64).to_json()
     ckpt = save_checkpoint(tmp_path / CHECKPOINT, {"format": FORMAT, "config": asdict(tail), "state_dict": {},
                                                    "history": [], "epoch": 1, "preprocess": preprocess})
-    with pytest.raises(ImgclassError, match="a run of the tail recipe"):
+    with pytest.raises(ImgclassError, match="a run of --finetune tail; resume it as one"):
         train(replace(tail, finetune="all"), resume=ckpt)
+    all_layers = save_checkpoint(tmp_path / "all.pth.tar",
+                                 {**load_checkpoint(ckpt), "config": asdict(replace(tail, finetune="all"))})
+    with pytest.raises(ImgclassError, match="a run of --finetune all; resume it as one"):
+        train(tail, resume=all_layers)
 
 
 def test_normalize_on_the_device_is_preprocess_normalize():

@@ -230,11 +230,16 @@ def check_resumable(state: dict, cfg: TrainConfig, resume: str | Path) -> None:
     """A checkpoint to resume holds a run's state, and ``cfg`` keeps its network.
 
     Raises:
-        ImgclassError: a best-model checkpoint (no run state), or a setting in NETWORK_SETTINGS changed.
+        ImgclassError: a best-model checkpoint (no run state), another recipe (``--finetune``), or a
+            setting in NETWORK_SETTINGS changed.
     """
     if "history" not in state:
         raise ImgclassError(f"{resume}: holds the best model only, not the run's state; resume from {CHECKPOINT} "
                             "in the same folder")
+    recipe = state["config"].get("finetune", "tail")
+    if cfg.finetune != recipe:
+        raise ImgclassError(f"{resume}: a run of --finetune {recipe}; resume it as one (drop --finetune "
+                            f"{cfg.finetune}), or start a --finetune {cfg.finetune} run in another --model-dir")
     changed = [f"{name} {getattr(cfg, name)} (checkpoint: {state['config'].get(name)})" for name in NETWORK_SETTINGS
                if getattr(cfg, name) != state["config"].get(name)]
     if changed:

@@ -91,9 +91,6 @@ def train_all(cfg: TrainConfig, world: World, resume: str | Path | None, start_e
     if cfg.epochs < 1:
         raise ImgclassError(f"--epochs {cfg.epochs}: --finetune all trains from its first epoch; give 1 or more")
     run = start_run(cfg, world, resume)
-    if run.checkpoint is not None and run.checkpoint["config"].get("finetune", "tail") != "all":
-        raise ImgclassError(f"{resume}: a run of the tail recipe; resume it with --finetune tail, or start a "
-                            "--finetune all run in another --model-dir")
     if cfg.time is not None:
         log(f"imgclass: --time {format_duration(cfg.time)}: --finetune all is not planned (the planner measures the "
             "cached-trunk recipe); its epochs stop when another would pass the budget")
