@@ -17,7 +17,7 @@ Recipe:
   same for any number of workers or processes, and a resumed run replays the epochs it lost exactly.
 - Val images: the network's own preprocessing through ``media.decode.decode_files`` (threads on the CPU,
   nvJPEG and one batched resize on CUDA), so val accuracy is what ``imgclass eval`` measures.
-- CUDA: bf16 autocast, channels-last, cuDNN autotuning, pinned host batches, fused AdamW.
+- CUDA: bf16 autocast, channels-last, pinned host batches, fused AdamW (no cuDNN autotuning: see ``finetune_all``).
 
 Before training, every file is decoded once and dropped, and the readable ones indexed
 (``data.index_readable``: the same test of a file as the activation store's), and the dataset checked

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import replace
+from functools import lru_cache
 
 from PIL import Image
 
@@ -26,6 +27,7 @@ HEADERS = 256  # image headers read, evenly spread over the dataset: a 100k-imag
 SMALL_SCALE = 8 / 7  # network side for small images, over its own: 224 -> 256, the best of those measured
 
 
+@lru_cache(maxsize=4)  # asked for the run's input, then for each network --time weighs: the folder is walked once
 def median_short_side(dataset: str, limit: int = HEADERS) -> int | None:
     """The median short side of up to ``limit`` of the dataset's images, from their headers only
     (no pixels decoded); None when there is none to read (the data step then says what is wrong)."""
