@@ -93,7 +93,7 @@ def resolve_input(spec: str | Path, output: str | Path | None = None, path_colum
         return MediaInput(text)  # a stream or a camera
     path = Path(local).expanduser()
     if path.is_dir() or is_image_path(local) or (is_glob(local) and not path.exists()):
-        return ImageList([ImageRef(str(p), os.path.abspath(p)) for p in list_images(local, exclude=output)])
+        return ImageList([ImageRef(name, os.path.abspath(name)) for name in _image_names(local, output)])
     if not path.exists():
         raise ImgclassError(f"{text}: no such file or directory; check the path")
     return MediaInput(text)
@@ -116,32 +116,40 @@ def list_images(spec: str | Path, exclude: str | Path | None = None) -> list[Pat
     Raises:
         ImgclassError: nothing there, or no image in it.
     """
-    text = str(spec)
+    return [Path(name) for name in _image_names(str(spec), exclude)]
+
+
+def _image_names(text: str, exclude: str | Path | None = None) -> list[str]:
+    """``list_images`` as path strings: a folder of tens of thousands of images is listed in strings,
+    sorted in strings, and made into paths once (Path objects cost microseconds each)."""
     path = Path(text).expanduser()
     if path.is_dir():
-        skip = Path(exclude).expanduser().resolve() if exclude is not None else None
-        files = sorted(_walk(path, skip), key=natural_key)
+        skip = os.path.realpath(Path(exclude).expanduser()) if exclude is not None else None
+        files = sorted(_walk(str(path), skip), key=natural_key)
         if not files:
             raise ImgclassError(f"{text}: directory holds no images in it or below it "
                                 f"({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
     if path.exists():
-        return [path]
+        return [str(path)]
     if is_glob(text):
-        files = sorted((Path(p) for p in globlib.glob(os.path.expanduser(text)) if Path(p).is_file()), key=natural_key)
+        files = sorted((str(Path(p)) for p in globlib.glob(os.path.expanduser(text)) if Path(p).is_file()),
+                       key=natural_key)
         if not files:
             raise ImgclassError(f"{text}: no file matches this pattern; check it, and quote it so the shell leaves it alone")
         return files
     raise ImgclassError(f"{text}: no such file or directory; check the path")
 
 
-def _walk(folder: Path, skip: Path | None) -> Iterator[Path]:
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and (skip is None or Path(root, d).resolve() != skip)]
-        images = sorted(Path(root, name) for name in files if not name.startswith(".")
-                        and Path(name).suffix.lower() in IMAGE_SUFFIXES and (skip is None or Path(root, name).resolve() != skip))
+def _walk(top: str, skip: str | None) -> Iterator[str]:
+    for root, dirs, files in os.walk(top, followlinks=False):
+        dirs[:] = [d for d in dirs if not d.startswith(".")
+                   and (skip is None or os.path.realpath(os.path.join(root, d)) != skip)]
+        images = sorted(os.path.join(root, name) for name in files if not name.startswith(".")
+                        and os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
+                        and (skip is None or os.path.realpath(os.path.join(root, name)) != skip))
         # A subfolder of annotated copies imgclass wrote (an earlier OUTPUT): its first image tells, one read a folder
-        if Path(root) != folder and images and is_annotated_copy(images[0]):
+        if root != top and images and is_annotated_copy(images[0]):
             dirs[:] = []
             continue
         yield from images
