@@ -74,3 +74,14 @@ def test_a_folder_job_pays_only_for_what_it_uses(images_dir, monkeypatch):
     assert set(engine._graphs) == {(64, False, False), (64, False, True)}
     assert engine._compiled is None  # a folder job does not repay torch.compile
     assert (np.stack(small).argmax(1) == np.stack(large).argmax(1)).mean() >= 0.9
+
+
+def test_images_of_one_size_resample_as_mixed_ones_do():
+    """A batch of same-size images is stacked in one copy; the pixels equal the per-image canvases'."""
+    from imgclass.media.gpu_decode import resize_and_crop
+    from imgclass.models import get_spec
+
+    p = get_spec("efficientnet-lite0").preprocess
+    same = [torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8, device="cuda") for _ in range(4)]
+    mixed = same + [torch.randint(0, 256, (3, 500, 200), dtype=torch.uint8, device="cuda")]
+    assert torch.equal(resize_and_crop(same, p), resize_and_crop(mixed, p)[:4])

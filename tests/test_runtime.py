@@ -141,3 +141,24 @@ def test_a_small_folder_job_gets_a_network_traced_without_cudnn():
     assert torch.backends.cudnn.enabled  # tracing left the process's switch as it was
     x = torch.rand(1, 3, 224, 224)
     assert torch.allclose(small(x), large(x), atol=1e-5)  # on the CPU the switch changes nothing else
+
+
+def test_the_gpu_decoder_reads_files_in_parts_and_keeps_their_order(tmp_path, monkeypatch):
+    """Reader threads take READ_PART files a task (a task per file spent the GIL on handing over), and the
+    batches still hold the files in order, an unreadable one as its error (decoding stubbed: no GPU here)."""
+    pytest.importorskip("torch")
+    from imgclass.media import gpu_decode
+
+    monkeypatch.setattr(gpu_decode, "READ_PART", 2)  # parts of 2 files, batches of 3: they never line up
+    monkeypatch.setattr(gpu_decode.GpuDecoder, "_decode", lambda self, paths, raw, decoders: raw)
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(bytes([i]) * (i + 1))
+    paths[3].unlink()
+    batches = list(gpu_decode.GpuDecoder("cuda", workers=3).batches(paths, 3))
+    assert [len(b) for b, _ in batches] == [3, 3, 1]
+    got = [(p, data) for batch_paths, raws in batches for p, data in zip(batch_paths, raws)]
+    assert [p for p, _ in got] == paths
+    assert isinstance(got[3][1], ImgclassError)
+    assert [d.tolist() for p, d in got if p != paths[3]] == [[i] * (i + 1) for i in (0, 1, 2, 4, 5, 6)]

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
+from itertools import chain, islice
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -40,8 +41,13 @@ _load_torchvision_ops()
 
 # nvJPEG batches decoded side by side. On the H200 end to end (benchmarks/cuda_end_to_end.py, one run):
 # 1 thread 5,172-5,599 img/s, 2: 5,083-5,316, 4: 4,262-5,178, 8: 4,639-4,707 (an earlier session
-# measured 4 threads best for decode alone; BENCHMARKS.md).
+# measured 4 threads best for decode alone; BENCHMARKS.md); on the H100, with reads in parts (batches of
+# 256 and 512, 11,520 files): 1 thread 9.6-10.8k, 2: 10.2-10.6k, 4: 10.0k.
 DECODE_THREADS = 1
+# Files one reader thread reads in a row. A task per file handed the GIL between 8 readers, the decode
+# thread and the network's at every read: end to end on the H100 machine (11,520 files of 224 px) 5.6-6.6k
+# img/s, against 8.2-8.7k in parts of 64 (with one copy for a batch of one image size, below).
+READ_PART = 64
 
 class GpuDecoder:
     """Image files -> decoded CHW uint8 tensors on the GPU, a batch at a time: bytes read in threads,
@@ -65,8 +71,10 @@ class GpuDecoder:
                 batch_paths = [path for path, _ in chunk]
                 return batch_paths, self._decode(batch_paths, [data for _, data in chunk], decoders)
 
-            reads = prefetched(pool, lambda path: (Path(path), _read(Path(path))), iter(paths), ahead=2 * batch_size)
-            for [decoded] in prefetched(decode_stage, decode, reads, ahead=2):
+            paths = [Path(p) for p in paths]
+            parts = prefetched(pool, _read_all, _groups(paths, READ_PART), ahead=max(2, 2 * batch_size // READ_PART))
+            reads = chain.from_iterable(chain.from_iterable(parts))
+            for [decoded] in prefetched(decode_stage, decode, _groups(zip(paths, reads), batch_size), ahead=2):
                 yield decoded
 
     def _decode(self, paths: Sequence[Path], raw: list, decoders: ThreadPoolExecutor) -> list:
@@ -97,12 +105,22 @@ class GpuDecoder:
             return ImgclassError(f"{path}: corrupt or truncated JPEG ({str(e).splitlines()[0]})")
 
 
+def _groups(items: Iterable, size: int) -> Iterator[list]:
+    items = iter(items)
+    while group := list(islice(items, size)):
+        yield group
+
+
+def _read_all(paths: Sequence[Path]) -> list:
+    return [_read(path) for path in paths]
+
+
 def _read(path: Path) -> torch.Tensor | ImgclassError:
     """A JPEG's bytes (1-D uint8, for nvJPEG), another format decoded on the CPU (CHW uint8), or the error."""
     try:
         if path.suffix.lower() in (".jpg", ".jpeg"):
             check_regular_file(path)  # reading a FIFO would wait for ever
-            return torch.from_numpy(np.frombuffer(bytearray(path.read_bytes()), np.uint8))
+            return torch.from_numpy(np.fromfile(path, np.uint8))
         return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)
     except ImgclassError as e:
         return e
@@ -127,11 +145,14 @@ def resize_and_crop(images: Sequence[torch.Tensor], preprocess: Preprocess, dtyp
 def _resample(images: Sequence[torch.Tensor], p: Preprocess, dtype: torch.dtype) -> torch.Tensor:
     device = images[0].device
     h_max, w_max = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
-    canvas = torch.zeros(len(images), 3, h_max, w_max, dtype=dtype, device=device)
+    same_size = all(im.shape == images[0].shape for im in images)  # a dataset's usual case: one copy, not one each
+    canvas = torch.stack(images).to(dtype) if same_size else torch.zeros(len(images), 3, h_max, w_max, dtype=dtype,
+                                                                         device=device)
     boxes = []
     for i, im in enumerate(images):
         h, w = im.shape[1:]
-        canvas[i, :, :h, :w] = im
+        if not same_size:
+            canvas[i, :, :h, :w] = im
         im.record_stream(torch.cuda.current_stream())  # decoded on a side stream: keep it until this copy ran
         rw, rh = p.resized_size(w, h)
         sx, sy = w / rw, h / rh
