@@ -85,3 +85,12 @@ def test_images_of_one_size_resample_as_mixed_ones_do():
     same = [torch.randint(0, 256, (3, 300, 400), dtype=torch.uint8, device="cuda") for _ in range(4)]
     mixed = same + [torch.randint(0, 256, (3, 500, 200), dtype=torch.uint8, device="cuda")]
     assert torch.equal(resize_and_crop(same, p), resize_and_crop(mixed, p)[:4])
+
+
+def test_nvjpeg_starts_beside_other_work(images_dir):
+    """nvJPEG set up in a thread ahead of the job; the job's own decoder then decodes at full size."""
+    from imgclass.media import gpu_decode
+
+    gpu_decode.start_nvjpeg().join()  # a decoder already started in this process is harmless too
+    [(paths, images)] = list(gpu_decode.GpuDecoder("cuda").batches(sorted(images_dir.glob("*.jpg"))[:2], 2))
+    assert [im.shape[1:] for im in images] == [imgclass.load_image(p).shape[:2] for p in paths]

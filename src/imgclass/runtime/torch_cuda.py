@@ -43,6 +43,7 @@ COMPILE_FROM = 64  # smaller batches are launch-bound: a CUDA graph alone serves
 # batch of 64, then 1.2k img/s; cuDNN: 2.2 s, then 16k img/s); from it on, nvJPEG and cuDNN repay their
 # start (the two routes' times cross near 2,900 images of 224 px).
 SMALL_JOB = 2000
+FOLDER_BATCH = 256  # a folder job's batch size
 
 
 def uses_cudnn(images: int) -> bool:
@@ -106,6 +107,9 @@ class TorchEngine:
             server, ``imgclass benchmark``; inductor's cache lives under imgclass's cache, keyed by
             card, torch version and precision); never in ``classify_files``, nor TorchScript.
         max_batch: largest batch run at once; bigger inputs are split.
+        first_batch: the batch size of the first forward (which finds the number of outputs): a folder
+            job's own (``min(images, FOLDER_BATCH)``), so that cuDNN plans for one shape, not two (a trace
+            with cuDNN pays 1.3-2.0 s for each new shape on the H100).
 
     Example:
         >>> engine = TorchEngine(build_model(get_spec("efficientnet-lite0")), spec.preprocess)  # doctest: +SKIP
@@ -113,7 +117,7 @@ class TorchEngine:
     """
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, device: str = "cuda", precision: str = "fp16",
-                 cuda_graphs: bool = True, compile: bool = True, max_batch: int = 256):
+                 cuda_graphs: bool = True, compile: bool = True, max_batch: int = 256, first_batch: int = 1):
         if not torch.cuda.is_available():
             raise ImgclassError("--device cuda: no CUDA device is visible to torch; use --device cpu")
         self.device, self.dtype, self.precision = torch.device(device), DTYPES[precision], precision
@@ -123,9 +127,10 @@ class TorchEngine:
         # compiled on first need (importing dynamo alone takes seconds); TorchScript never (dynamo does not trace it)
         self._scripted = isinstance(model, torch.jit.ScriptModule)
         self.compile, self._compiled = compile and not self._scripted, None
-        with torch.inference_mode(), _cudnn(False):  # one image, on torch's kernels: no cuDNN start for it
-            self.num_outputs = self._forward(torch.zeros(1, 3, preprocess.size, preprocess.size, device=self.device,
-                                                         dtype=self.dtype)).shape[1]
+        first = torch.zeros(self._bucket(first_batch), 3, preprocess.size, preprocess.size, device=self.device,
+                            dtype=self.dtype).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), _cudnn(False):  # an eager module runs it on torch's kernels: no cuDNN start
+            self.num_outputs = self._forward(first).shape[1]
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1) * 255)
         self._graphs: dict[tuple[int, bool, bool], tuple[torch.Tensor, torch.Tensor, torch.cuda.CUDAGraph]] = {}
@@ -219,7 +224,7 @@ class TorchEngine:
             x = x.flip(1)
         return ((x - self.mean.to(self.dtype)) * self.inv_std.to(self.dtype)).contiguous(memory_format=torch.channels_last)
 
-    def classify_files(self, paths: Sequence[Path], batch_size: int = 256, workers: int = 8
+    def classify_files(self, paths: Sequence[Path], batch_size: int = FOLDER_BATCH, workers: int = 8
                        ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
         """Probabilities for image files, decoded in batches on the GPU (``GpuDecoder``), or by the CPU's
         threads for fewer than SMALL_JOB files; yields ``(path, probs)`` or ``(path, error)`` in order."""
