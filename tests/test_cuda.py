@@ -66,7 +66,8 @@ def test_a_folder_job_pays_only_for_what_it_uses(images_dir, monkeypatch):
 
     spec = get_spec("efficientnet-lite0")
     engine = torch_cuda.TorchEngine(torch_cuda.scripted_network(spec, read_weights(spec)), spec.preprocess)
-    paths = sorted(images_dir.glob("*.jpg"))[:33] * 2  # batches of 64 and 2
+    photos = sorted(images_dir.glob("*.jpg"))  # 32 JPEGs (and a PNG)
+    paths = (photos * 3)[:66]  # batches of 64 and 2
     small = [p for _, p in engine.classify_files(paths, batch_size=64)]
     assert set(engine._graphs) == {(64, False, False)}  # the 2 ran padded to 64, on the graph of the 64
     monkeypatch.setattr(torch_cuda, "SMALL_JOB", 0)
