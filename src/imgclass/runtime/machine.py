@@ -49,11 +49,12 @@ class MachineCosts:
 
 def default_costs(cores: int | None = None) -> MachineCosts:
     """Before this machine has measured itself: the CPU path's whole-command figures scale with the
-    cores (a cold `imgclass classify` of 5,760 JPEGs took 9.0 s on 16 cores; 140 img/s on 2), and a
-    cold CUDA process spends about 20 s before its first image, then runs the folder path at about
-    8,000 img/s (H100/H200, BENCHMARKS.md)."""
+    cores (a cold `imgclass classify` of 5,760 JPEGs took 8.3 s on 16 cores; 140 img/s on 2), and a
+    cold CUDA command of 5,760 JPEGs took 6.4 s and of 57,600 13.5 s on the H100 machine: about 5.7 s
+    to its first image, then 7,400 img/s (BENCHMARKS.md). A device that "auto" never picks never
+    measures itself here, so these are the figures of today's code, not cautious ones."""
     cores = cores or os.cpu_count() or 1
-    return MachineCosts(DeviceCost(0.7, 45.0 * cores), DeviceCost(20.0, 8000.0))
+    return MachineCosts(DeviceCost(0.7, 45.0 * cores), DeviceCost(5.7, 7400.0))
 
 
 def machine_key() -> str:
