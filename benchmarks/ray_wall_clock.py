@@ -7,16 +7,22 @@ table made on Ray must equal the local one, and its summary must say it ran on R
 timed beside them: a fresh process that starts a local Ray, runs a Ray Data job of the same shape on it
 (an actor per CPU, each doing nothing to 400 rows) and shuts it down.
 
+With --cluster, a head started first by `ray start --head` (as a user who keeps a cluster up) takes the
+jobs: `--ray` alone joins it, and the floor is joining it and running the same empty job.
+
     python benchmarks/ray_wall_clock.py --images ../shared/data/flowers12 --sizes 400 4000
+    python benchmarks/ray_wall_clock.py --images ../shared/data/flowers12 --sizes 400 4000 --cluster
 
 Job folders hold copies of the photos under --images, repeated to each size, in a temporary folder.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,8 +36,9 @@ from imgclass.media.inputs import list_images
 
 
 RAY_FLOOR = r"""
-import logging, ray, ray.data
-ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+import logging, sys, ray, ray.data
+local = {"address": "local", "include_dashboard": False} if sys.argv[1] == "local" else {}  # else as ray.init() finds
+ray.init(logging_level=logging.ERROR, log_to_driver=False, **local)
 ray.data.DataContext.get_current().enable_progress_bars = False
 class Nothing:
     def __call__(self, batch):
@@ -69,7 +76,40 @@ def main() -> None:
     ap.add_argument("--images", required=True, help="a folder of photos (searched recursively), copied to each size")
     ap.add_argument("--sizes", type=int, nargs=2, default=[400, 4000], help="images per job: a small and a large one")
     ap.add_argument("--repeats", type=int, default=3, help="runs of each command, alternated; the median is shown")
+    ap.add_argument("--cluster", action="store_true", help="time --ray against a head that `ray start --head` began "
+                    "first (default: each --ray run starts a Ray of its own)")
     args = ap.parse_args()
+    with ray_head() if args.cluster else contextlib.nullcontext():
+        measure(args)
+
+
+@contextlib.contextmanager
+def ray_head():
+    """`ray start --head` on this machine, in a temporary RAY_TMPDIR that the commands inherit (so they
+    find this head, and no other cluster here is touched); its processes are killed at the end."""
+    with tempfile.TemporaryDirectory(prefix="rh", dir="/tmp") as temp:  # Ray's socket paths must stay short
+        os.environ["RAY_TMPDIR"] = temp
+        ray = Path(sys.executable).with_name("ray")
+        head = subprocess.Popen([ray, "start", "--head", "--num-cpus", str(os.cpu_count()), "--include-dashboard",
+                                 "false", "--disable-usage-stats", "--block"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            for line in head.stdout:
+                if "Ray runtime started" in line:
+                    break
+            else:
+                sys.exit("ray start --head failed")
+            yield
+        finally:
+            head.terminate()  # `ray start --block` ends the processes it started
+            try:
+                head.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(head.pid, signal.SIGKILL)
+                head.wait()
+
+
+def measure(args) -> None:
     photos = list_images(args.images)
     classify = [sys.executable, "-m", "imgclass", "classify"]
     walls: dict[tuple[int, str], list[float]] = {}
@@ -86,7 +126,7 @@ def main() -> None:
                     walls.setdefault((size, mode), []).append(seconds)
                     if mode == "ray" and " on Ray" not in summary:
                         sys.exit(f"the --ray run's summary does not say it ran on Ray: {summary!r}")
-                walls.setdefault((0, "floor"), []).append(run([sys.executable, "-c", RAY_FLOOR])[0])
+                walls.setdefault((0, "floor"), []).append(run([sys.executable, "-c", RAY_FLOOR, "here" if args.cluster else "local"])[0])
                 print(f"{size} images: local {walls[size, 'local'][-1]:.2f} s, --ray {walls[size, 'ray'][-1]:.2f} s, "
                       f"Ray's floor {walls[0, 'floor'][-1]:.2f} s", file=sys.stderr, flush=True)
             if not pq.read_table(tables["ray"]).equals(pq.read_table(tables["local"])):
@@ -102,7 +142,8 @@ def main() -> None:
     rate = {mode: (large - small) / (wall[large, mode] - wall[small, mode]) for mode in ("local", "ray")}
     print(f"after start-up ({small} -> {large} images): local {rate['local']:.1f} img/s, --ray {rate['ray']:.1f} img/s "
           f"({rate['ray'] / rate['local']:.0%} of local)")
-    print(f"Ray's own floor (start a local Ray, a Ray Data job of an actor per CPU doing nothing, shut down): "
+    how = "join the cluster" if args.cluster else "start a local Ray"
+    print(f"Ray's own floor ({how}, a Ray Data job of an actor per CPU doing nothing, shut down): "
           f"{wall[0, 'floor']:.2f} s")
 
 

@@ -112,9 +112,13 @@ def head(ray_env, tmp_path):
         proc.wait()
 
 
-def test_ray_address_joins_a_token_authenticated_cluster(head, tmp_path):
+@pytest.mark.parametrize("address", ["127.0.0.1:{port}", None], ids=["address", "alone"])
+def test_ray_joins_a_token_authenticated_cluster(head, tmp_path, address):
+    """``--ray ADDRESS``, and ``--ray`` alone (as ``ray.init()`` does, the cluster ``ray start`` began
+    here: a small job spared Ray's start). The head has one CPU, so one actor says the job ran there."""
     out = tmp_path / "out.parquet"
-    result = run_cli("classify", EXAMPLES, out, "--topk", "1", "--ray", f"127.0.0.1:{head}", timeout=240)
+    ray = ["--ray", address.format(port=head)] if address else ["--ray"]
+    result = run_cli("classify", EXAMPLES, out, "--topk", "1", *ray, timeout=240)
     assert result.returncode == 0, result.stderr
     assert "on Ray: 1 actor(s) on 1 node(s)" in result.stderr, result.stderr
     import pyarrow.parquet as pq
@@ -125,10 +129,14 @@ def test_ray_address_joins_a_token_authenticated_cluster(head, tmp_path):
 
 
 def test_a_small_job_on_a_ray_of_its_own_gives_the_local_table(ray_env, tmp_path):
-    """``--ray`` alone: the run starts a Ray while it lists the images and loads the model, classifies on
-    it, and ends it; the table is the local run's, and the summary says where it ran."""
+    """``--ray`` alone where the cluster that ``ray start`` recorded is dead (its address file left): the
+    run starts a Ray of its own while it lists the images and loads the model, classifies on it, and
+    ends it; the table is the local run's, and the summary says where it ran."""
     import pyarrow.parquet as pq
 
+    stale = Path(os.environ["RAY_TMPDIR"]) / "ray" / "ray_current_cluster"
+    stale.parent.mkdir()
+    stale.write_text(f"127.0.0.1:{free_port()}")
     local, on_ray = tmp_path / "local.parquet", tmp_path / "ray.parquet"
     assert run_cli("classify", EXAMPLES, local, "--topk", "3").returncode == 0
     result = run_cli("classify", EXAMPLES, on_ray, "--topk", "3", "--ray", timeout=240)

@@ -55,6 +55,7 @@ def classify_table(input: str, output: str | Path, classifier: ClassifierConfig 
             actor builds its own Classifier from them.
         ray: None: classify here with ``Classifier.classify_files``. Else on Ray Data: "local" starts a
             Ray on this machine; an address (``host:6379``, ``ray://host:10001``, ``auto``) joins a cluster;
+            "here" joins the one ``ray start`` began on this machine, else starts one (``--ray`` alone);
             a caller that has already called ``ray.init`` keeps its connection.
         ray_actors: Ray actors, one Classifier each (default: see ``raydata.actor_plan``).
         on_progress: called with the number of images of each part as it finishes.

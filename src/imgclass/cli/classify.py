@@ -128,7 +128,7 @@ def format_line(prefix: str, predictions) -> str:
 def run(args) -> int:
     if args.verbose:
         set_log_level("verbose")
-    if args.ray not in (None, "local", "auto") and os.path.exists(args.ray):  # `classify --ray images/ r.parquet`
+    if args.ray not in (None, "here", "local", "auto") and os.path.exists(args.ray):  # `classify --ray images/ r.parquet`
         raise ImgclassError(f"--ray took '{args.ray}' as its address: put --ray after INPUT OUTPUT, or --ray=ADDRESS")
     if args.prefix == "imagenet":  # jetson's imagenet: the tutorial's network and model paths run as typed
         args.network, args.model, note = stand_in(args.network, args.model, args.weights)

@@ -20,10 +20,12 @@ __all__ = ["add_table_arguments", "is_table_output", "run_table"]
 
 def add_table_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("results table (OUTPUT ending in .parquet, .csv or .jsonl)")
-    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
-                   help="classify on Ray Data: alone, on a Ray started on this machine; or on the cluster at ADDRESS "
-                        "(HOST:6379, ray://HOST:10001, auto: the one `ray start` began here). Give it after INPUT "
-                        "and OUTPUT. Every node must reach the images by the same path or URI")
+    g.add_argument("--ray", nargs="?", const="here", default=None, metavar="ADDRESS",
+                   help="classify on Ray Data: alone, on the Ray cluster `ray start` began on this machine if one "
+                        "answers, else on a Ray started for this run (local: always one of its own); or on the "
+                        "cluster at ADDRESS (HOST:6379, ray://HOST:10001, auto: the one `ray start` began here, or "
+                        "an error). Give it after INPUT and OUTPUT. Every node must reach the images by the same "
+                        "path or URI")
     g.add_argument("--ray-actors", type=int, default=None, metavar="N",
                    help="Ray actors, one classifier each, with --threads threads each (default: one actor of 1 "
                         "thread per CPU of the cluster; or one per GPU with --device cuda)")
