@@ -1,8 +1,10 @@
 """Whole commands, as a user times them: `imgclass classify FOLDER` in a fresh process, start to exit,
-with the engine cache warm as after one earlier run, for each job size and device, next to the plain
+with the engine cache warm as after one earlier run, for each job size and device (the devices in
+turns, so that a noisy minute does not fall on one of them), next to the plain
 PyTorch way (one script: PIL + torchvision transforms in a DataLoader, the same network in eager mode,
 fp16 on CUDA or fp32 on the CPU, model load included). Prints one table of medians; the floor any torch
-program pays on CUDA (`import torch; torch.zeros(1, device='cuda')`) is timed in the same run.
+program pays on CUDA (`import torch; torch.zeros(1, device='cuda')`) is timed in the same run. The timed
+commands are the user's, without --verbose; the warm-up run before them says which device "auto" took.
 
     python benchmarks/wall_clock.py --images ../shared/data/flowers12 --sizes 33 500 5760
     python benchmarks/wall_clock.py --images DIR --sizes 33 500 5760 57600 --devices cpu cuda auto   # a GPU machine
@@ -71,10 +73,9 @@ def seconds(command: list[str]) -> tuple[float, str]:
     return time.perf_counter() - start, done.stderr
 
 
-def median_seconds(command: list[str], repeats: int) -> tuple[float, str]:
-    """The median wall time of ``repeats`` fresh processes, and what the last one said on stderr."""
-    runs = [seconds(command) for _ in range(repeats)]
-    return statistics.median(s for s, _ in runs), runs[-1][1]
+def median_seconds(command: list[str], repeats: int) -> float:
+    """The median wall time of ``repeats`` fresh processes."""
+    return statistics.median(seconds(command)[0] for _ in range(repeats))
 
 
 def main() -> None:
@@ -93,19 +94,23 @@ def main() -> None:
         script.write_text(PLAIN_TORCH)
         cuda = "cuda" in args.devices
         floor = median_seconds([sys.executable, "-c", "import torch; torch.zeros(1, device='cuda')"],
-                               args.repeats)[0] if cuda else None
+                               args.repeats) if cuda else None
         for size in args.sizes:
             folder = job_folder(Path(tmp), photos, size)
-            row = {"images": size}
-            for device in args.devices:
-                command = [*imgclass, str(folder), "--device", device, *(["--verbose"] if device == "auto" else [])]
-                seconds(command)  # the cache warm, as after one earlier run
-                row[device], said = median_seconds(command, args.repeats)
+            row: dict = {"images": size}
+            commands = {device: [*imgclass, str(folder), "--device", device] for device in args.devices}
+            for device, command in commands.items():
+                _, said = seconds([*command, "--verbose"])  # the cache warm, as after one earlier run
                 if device == "auto":  # which device it took: "imgclass: --device auto: cuda for 5760 images (...)"
                     row["picked"] = next((line.split()[3] for line in said.splitlines() if "--device auto:" in line), "")
+            walls = {device: [] for device in commands}
+            for turn in range(args.repeats):  # the devices in turns, each turn starting with the next one
+                for device in args.devices[turn % len(commands):] + args.devices[:turn % len(commands)]:
+                    walls[device].append(seconds(commands[device])[0])
+            row.update({device: statistics.median(w) for device, w in walls.items()})
             if args.plain:
                 row["plain"] = median_seconds([sys.executable, str(script), str(folder), "cuda" if cuda else "cpu"],
-                                              args.repeats)[0]
+                                              args.repeats)
             rows.append(row)
             print(row, file=sys.stderr, flush=True)
     columns = ["images", *args.devices, *(["plain"] if args.plain else [])]
