@@ -1,8 +1,8 @@
 """Whole commands, as a user times them: `imgclass classify FOLDER` in a fresh process, start to exit,
 with the engine cache warm as after one earlier run, for each job size and device (the devices in
-turns, so that a noisy minute does not fall on one of them), next to the plain
-PyTorch way (one script: PIL + torchvision transforms in a DataLoader, the same network in eager mode,
-fp16 on CUDA or fp32 on the CPU, model load included). Prints one table of medians; the floor any torch
+turns, so that a noisy minute does not fall on one of them), next to the plain PyTorch way (one script:
+PIL + torchvision transforms in a DataLoader, the same network in eager mode, fp16 on CUDA or fp32 on
+the CPU, model load included). Prints one table of medians; the floor any torch
 program pays on CUDA (`import torch; torch.zeros(1, device='cuda')`) is timed in the same run. The timed
 commands are the user's, without --verbose; the warm-up run before them says which device "auto" took.
 
