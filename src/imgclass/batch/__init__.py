@@ -22,8 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 
 TABLE_SUFFIXES = (".parquet", ".csv", ".jsonl")
+RAY_WORDS = ("here", "local", "auto")  # ``ray=`` values that name no address (``raydata.ray_session``)
 
-__all__ = ["TABLE_SUFFIXES", "TableSummary", "classify_table", "is_table_output"]
+__all__ = ["RAY_WORDS", "TABLE_SUFFIXES", "TableSummary", "classify_table", "is_table_output"]
 
 
 def is_table_output(output: str | None) -> bool:

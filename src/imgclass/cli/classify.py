@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from . import HelpFormatter, sigterm_stops_like_ctrl_c
 from .classify_table import add_table_arguments, is_table_output, run_table
+from ..batch import RAY_WORDS
 from ..classifier import Classifier, result_record
 from ..config import ClassifierConfig, check_threshold, check_topk
 from ..errors import ImgclassError
@@ -128,7 +129,7 @@ def format_line(prefix: str, predictions) -> str:
 def run(args) -> int:
     if args.verbose:
         set_log_level("verbose")
-    if args.ray not in (None, "here", "local", "auto") and os.path.exists(args.ray):  # `classify --ray images/ r.parquet`
+    if args.ray is not None and args.ray not in RAY_WORDS and os.path.exists(args.ray):  # `classify --ray images/ r.parquet`
         raise ImgclassError(f"--ray took '{args.ray}' as its address: put --ray after INPUT OUTPUT, or --ray=ADDRESS")
     if args.prefix == "imagenet":  # jetson's imagenet: the tutorial's network and model paths run as typed
         args.network, args.model, note = stand_in(args.network, args.model, args.weights)

@@ -76,7 +76,7 @@ class GpuDecoder:
 
             paths = [Path(p) for p in paths]
             parts = prefetched(pool, _read_all, _groups(paths, READ_PART), ahead=max(2, 2 * batch_size // READ_PART))
-            reads = chain.from_iterable(chain.from_iterable(parts))
+            reads = chain.from_iterable(chain.from_iterable(parts))  # lists of parts, each a list of reads
             for [decoded] in prefetched(decode_stage, decode, _groups(zip(paths, reads), batch_size), ahead=2):
                 yield decoded
 

@@ -187,17 +187,13 @@ def _openvino(model: ModelRef, device: str, precision: str, options: EngineOptio
 
 
 def _torch_cuda(model: ModelRef, device: str, precision: str, options: EngineOptions) -> Engine:
-    from .torch_cuda import FOLDER_BATCH, TorchEngine, scripted_network, uses_cudnn
+    from .torch_cuda import TorchEngine, scripted_network, uses_cudnn
 
     if isinstance(model, ModuleRef):
         return TorchEngine(model.module, model.preprocess)
     if options.job.images is not None:  # a list of files: the network that loads fastest, never compiled
-        large = uses_cudnn(options.job.images)
-        if large:
-            from ..media.gpu_decode import start_nvjpeg
-            start_nvjpeg()  # its set-up runs beside the network's first forward
-        network = scripted_network(model.spec, model.weights, cudnn=large)
-        return TorchEngine(network, model.spec.preprocess, first_batch=min(options.job.images, FOLDER_BATCH))
+        network = scripted_network(model.spec, model.weights, cudnn=uses_cudnn(options.job.images))
+        return TorchEngine(network, model.spec.preprocess, folder_job=options.job.images)
     from ..models.build import build_model  # unknown work (the API, a server, streams): compiled where it pays
     return TorchEngine(build_model(model.spec, model.weights), model.spec.preprocess)
 

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ImgclassError
-from ..media.gpu_decode import GpuDecoder, resize_and_crop
+from ..media.gpu_decode import GpuDecoder, resize_and_crop, start_nvjpeg
 from ..models.registry import ModelSpec, Weights
 from ..preprocess import Preprocess
 from .base import host_decoded
@@ -107,9 +107,10 @@ class TorchEngine:
             server, ``imgclass benchmark``; inductor's cache lives under imgclass's cache, keyed by
             card, torch version and precision); never in ``classify_files``, nor TorchScript.
         max_batch: largest batch run at once; bigger inputs are split.
-        first_batch: the batch size of the first forward (which finds the number of outputs): a folder
-            job's own (``min(images, FOLDER_BATCH)``), so that cuDNN plans for one shape, not two (a trace
-            with cuDNN pays 1.3-2.0 s for each new shape on the H100).
+        folder_job: the number of files of the folder job the engine is built for (``select_engine``):
+            the first forward (which finds the number of outputs) then runs at that job's batch shape, so
+            that cuDNN plans for one shape, not two (a trace with cuDNN pays 1.3-2.0 s for each new shape
+            on the H100), and a large job's nvJPEG sets up meanwhile, in a thread.
 
     Example:
         >>> engine = TorchEngine(build_model(get_spec("efficientnet-lite0")), spec.preprocess)  # doctest: +SKIP
@@ -117,17 +118,21 @@ class TorchEngine:
     """
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, device: str = "cuda", precision: str = "fp16",
-                 cuda_graphs: bool = True, compile: bool = True, max_batch: int = 256, first_batch: int = 1):
+                 cuda_graphs: bool = True, compile: bool = True, max_batch: int = 256,
+                 folder_job: int | None = None):
         if not torch.cuda.is_available():
             raise ImgclassError("--device cuda: no CUDA device is visible to torch; use --device cpu")
         self.device, self.dtype, self.precision = torch.device(device), DTYPES[precision], precision
+        if folder_job is not None and uses_cudnn(folder_job):
+            start_nvjpeg(self.device)
         self.metadata, self.input_size, self.decodes_files = {}, preprocess.size, True
         self.preprocess, self.max_batch, self.cuda_graphs = preprocess, max_batch, cuda_graphs
         self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
         # compiled on first need (importing dynamo alone takes seconds); TorchScript never (dynamo does not trace it)
         self._scripted = isinstance(model, torch.jit.ScriptModule)
         self.compile, self._compiled = compile and not self._scripted, None
-        first = torch.zeros(self._bucket(first_batch), 3, preprocess.size, preprocess.size, device=self.device,
+        shape = self.job_shape(folder_job) if folder_job is not None else 1
+        first = torch.zeros(shape, 3, preprocess.size, preprocess.size, device=self.device,
                             dtype=self.dtype).contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), _cudnn(False):  # an eager module runs it on torch's kernels: no cuDNN start
             self.num_outputs = self._forward(first).shape[1]
@@ -150,6 +155,10 @@ class TorchEngine:
     def _bucket(self, n: int) -> int:
         """Batch sizes round up to a power of two, so a handful of graphs serve every size."""
         return min(self.max_batch, 1 << (n - 1).bit_length())
+
+    def job_shape(self, images: int, batch_size: int = FOLDER_BATCH) -> int:
+        """The one padded batch shape of a folder job of ``images`` files."""
+        return self._bucket(min(batch_size, images or 1))
 
     def _forward_for(self, compiled: bool):
         if not compiled:
@@ -228,7 +237,7 @@ class TorchEngine:
                        ) -> Iterator[tuple[Path, np.ndarray | ImgclassError]]:
         """Probabilities for image files, decoded in batches on the GPU (``GpuDecoder``), or by the CPU's
         threads for fewer than SMALL_JOB files; yields ``(path, probs)`` or ``(path, error)`` in order."""
-        size = self._bucket(min(batch_size, len(paths) or 1))  # the one shape of this job's batches
+        size = self.job_shape(len(paths), batch_size)
         if not uses_cudnn(len(paths)):
             yield from host_decoded(lambda batch: self.run(batch, compile=False, cudnn=False, size=size), paths,
                                     self.preprocess, size, os.cpu_count())
