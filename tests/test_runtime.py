@@ -1,4 +1,5 @@
 """The ONNX Runtime engine and its cache: keyed by content, atomic, torch-free when warm."""
+import os
 import subprocess
 import sys
 
@@ -156,9 +157,35 @@ def test_the_gpu_decoder_reads_files_in_parts_and_keeps_their_order(tmp_path, mo
         paths.append(tmp_path / f"{i}.jpg")
         paths[-1].write_bytes(bytes([i]) * (i + 1))
     paths[3].unlink()
+    os.mkfifo(paths[5].with_name("pipe.jpg"))  # opened to read, it would wait for a writer for ever
+    paths[5] = paths[5].with_name("pipe.jpg")
     batches = list(gpu_decode.GpuDecoder("cuda", workers=3).batches(paths, 3))
     assert [len(b) for b, _ in batches] == [3, 3, 1]
     got = [(p, data) for batch_paths, raws in batches for p, data in zip(batch_paths, raws)]
     assert [p for p, _ in got] == paths
-    assert isinstance(got[3][1], ImgclassError)
-    assert [d.tolist() for p, d in got if p != paths[3]] == [[i] * (i + 1) for i in (0, 1, 2, 4, 5, 6)]
+    assert [str(got[i][1]) for i in (3, 5)] == [f"{paths[3]}: file not found; check the path",
+                                                f"{paths[5]}: not a regular file (a FIFO), not an image"]
+    assert [d.tolist() for p, d in got if p not in (paths[3], paths[5])] == [[i] * (i + 1) for i in (0, 1, 2, 4, 6)]
+
+
+def test_a_read_ahead_by_weight_holds_at_most_its_size_and_keeps_order():
+    """Prefetch with ``weight`` (the GPU decoder's bytes read ahead): items wait while their total weight
+    would pass ``size``, one heavier than ``size`` still goes through, and all come out in order."""
+    import time
+
+    from imgclass.parallel import Prefetch
+
+    made = []
+
+    def parts():
+        for n in (3, 3, 3, 9, 1):
+            made.append(n)
+            yield "x" * n
+
+    with Prefetch(parts(), size=7, weight=len) as ahead:
+        deadline = time.monotonic() + 10
+        while len(made) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert made == [3, 3, 3] and ahead._held == 6  # the third waits: 6 + 3 would pass 7
+        assert [len(part) for part in ahead] == [3, 3, 3, 9, 1]
+        assert ahead._held == 0

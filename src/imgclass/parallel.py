@@ -38,14 +38,21 @@ _END = object()
 class Prefetch:
     """Run an iterator in a daemon thread, ``size`` items ahead; its exceptions surface in ``get``.
 
+    With ``weight``, ``size`` bounds the total weight of the items waiting instead of their number
+    (one item is always let through, however heavy): bytes read ahead, say.
+
     Example:
         >>> with Prefetch(iter(range(3)), size=2) as items:
         ...     list(items)
         [0, 1, 2]
+        >>> with Prefetch(iter(["ab", "cde", "f"]), size=4, weight=len) as items:
+        ...     list(items)
+        ['ab', 'cde', 'f']
     """
 
-    def __init__(self, items: Iterable, size: int, name: str = "prefetch"):
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, size))
+    def __init__(self, items: Iterable, size: int, name: str = "prefetch", weight: Callable[[object], int] | None = None):
+        self._queue: queue.Queue = queue.Queue(maxsize=0 if weight else max(1, size))
+        self._weight, self._size, self._held, self._room = weight, size, 0, threading.Condition()
         self._stop = threading.Event()
         self.done = False  # the iterator is exhausted (or failed): no item will come after those queued
         self._thread = threading.Thread(target=self._run, args=(iter(items),), name=name, daemon=True)
@@ -61,6 +68,14 @@ class Prefetch:
             self._put(_Raised(e))
 
     def _put(self, item) -> bool:
+        if self._weight is not None and item is not _END and not isinstance(item, _Raised):
+            weight = self._weight(item)
+            with self._room:
+                while self._held and self._held + weight > self._size:
+                    if self._stop.is_set():
+                        return False
+                    self._room.wait(0.1)
+                self._held += weight
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -68,6 +83,12 @@ class Prefetch:
             except queue.Full:
                 pass
         return False
+
+    def _taken(self, item) -> None:
+        if self._weight is not None:
+            with self._room:
+                self._held -= self._weight(item)
+                self._room.notify()
 
     def get(self, timeout: float | None = None):
         """The next item; ``queue.Empty`` after ``timeout`` seconds; StopIteration at the end."""
@@ -80,6 +101,7 @@ class Prefetch:
             self.done = True
             self._queue.put(item)
             raise item.error
+        self._taken(item)
         return item
 
     def ready(self, limit: int) -> list:
@@ -90,6 +112,7 @@ class Prefetch:
             if item is _END or isinstance(item, _Raised):
                 break
             items.append(self._queue.get_nowait())
+            self._taken(items[-1])
         return items
 
     def peek_end(self, timeout: float | None = None) -> bool:
