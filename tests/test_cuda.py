@@ -95,3 +95,21 @@ def test_nvjpeg_starts_beside_other_work(images_dir):
     gpu_decode.start_nvjpeg().join()  # a decoder already started in this process is harmless too
     [(paths, images)] = list(gpu_decode.GpuDecoder("cuda").batches(sorted(images_dir.glob("*.jpg"))[:2], 2))
     assert [im.shape[1:] for im in images] == [imgclass.load_image(p).shape[:2] for p in paths]
+
+
+def test_a_large_job_plans_cudnn_while_its_files_are_read(images_dir, monkeypatch):
+    """A large folder job's engine counts its outputs on the CPU and makes cuDNN's plan for the job's batch
+    shape in a thread; the first batch waits for the plan; the answers are the CPU runtime's."""
+    from imgclass.models import get_spec
+    from imgclass.models.registry import read_weights
+    from imgclass.runtime import torch_cuda
+
+    monkeypatch.setattr(torch_cuda, "SMALL_JOB", 0)
+    spec = get_spec("efficientnet-lite0")
+    engine = torch_cuda.TorchEngine(torch_cuda.scripted_network(spec, read_weights(spec)), spec.preprocess, folder_job=66)
+    assert engine.num_outputs == 1000 and engine._planned is not None
+    paths = (sorted(images_dir.glob("*.jpg")) * 3)[:66]
+    gpu = [p.argmax() for _, p in engine.classify_files(paths, batch_size=64)]
+    assert engine._planned is None and set(engine._graphs) == {(64, False, True)}
+    cpu = [r[0].index for _, r, _ in imgclass.Classifier(device="cpu").classify_files(paths)]
+    assert np.mean(np.array(gpu) == np.array(cpu)) >= 0.9

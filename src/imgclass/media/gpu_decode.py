@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 from ..errors import ImgclassError
-from ..parallel import prefetched
+from ..parallel import Prefetch, prefetched
 from ..preprocess import Preprocess
-from .images import check_regular_file, open_image
+from .images import open_image, read_file
 
 RGB = 3  # torchvision's ImageReadMode.RGB
 
@@ -51,6 +51,10 @@ DECODE_THREADS = 1
 # thread and the network's at every read: end to end on the H100 machine (11,520 files of 224 px) 5.6-6.6k
 # img/s, against 8.2-8.7k in parts of 64 (with one copy for a batch of one image size, below).
 READ_PART = 64
+# File bytes read ahead of the decoder. The readers go on while the network's first batch waits for
+# cuDNN's plan (2-4 s on the H100 machine, see TorchEngine): 20-40k files of 10 KB at the readers'
+# 10k files/s, or 80 photos of 3 MB.
+READ_AHEAD_BYTES = 256 << 20
 
 class GpuDecoder:
     """Image files -> decoded CHW uint8 tensors on the GPU, a batch at a time: bytes read in threads,
@@ -69,13 +73,13 @@ class GpuDecoder:
         """Yield ``(paths, images)`` per batch, in order; a file that cannot be read or decoded gives its
         ImgclassError in place of the image. The next batch decodes while the caller uses this one."""
         with ThreadPoolExecutor(self.workers) as pool, ThreadPoolExecutor(DECODE_THREADS) as decoders, \
-                ThreadPoolExecutor(1) as decode_stage:
+                ThreadPoolExecutor(1) as decode_stage, \
+                Prefetch(prefetched(pool, _read_all, _groups(paths, READ_PART), ahead=max(2, 2 * batch_size // READ_PART)),
+                         size=READ_AHEAD_BYTES, name="read-ahead", weight=_bytes) as parts:
             def decode(chunk: list) -> tuple[list[Path], list]:
                 batch_paths = [path for path, _ in chunk]
                 return batch_paths, self._decode(batch_paths, [data for _, data in chunk], decoders)
 
-            paths = [Path(p) for p in paths]
-            parts = prefetched(pool, _read_all, _groups(paths, READ_PART), ahead=max(2, 2 * batch_size // READ_PART))
             reads = chain.from_iterable(chain.from_iterable(parts))  # lists of parts, each a list of reads
             for [decoded] in prefetched(decode_stage, decode, _groups(zip(paths, reads), batch_size), ahead=2):
                 yield decoded
@@ -133,6 +137,10 @@ def _groups(items: Iterable, size: int) -> Iterator[list]:
         yield group
 
 
+def _bytes(parts: list[list]) -> int:
+    return sum(r.nbytes for part in parts for r in part if isinstance(r, torch.Tensor))
+
+
 def _read_all(paths: Sequence[Path]) -> list:
     return [_read(path) for path in paths]
 
@@ -141,8 +149,7 @@ def _read(path: Path) -> torch.Tensor | ImgclassError:
     """A JPEG's bytes (1-D uint8, for nvJPEG), another format decoded on the CPU (CHW uint8), or the error."""
     try:
         if path.suffix.lower() in (".jpg", ".jpeg"):
-            check_regular_file(path)  # reading a FIFO would wait for ever
-            return torch.from_numpy(np.fromfile(path, np.uint8))
+            return torch.from_numpy(read_file(path))
         return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1)
     except ImgclassError as e:
         return e
@@ -160,28 +167,34 @@ def resize_and_crop(images: Sequence[torch.Tensor], preprocess: Preprocess, dtyp
     image, mapped back to source pixels) is resampled by one batched ``roi_align``, which averages
     ceil(source/target) samples per output pixel: an antialiased resize + crop for many images at
     once instead of several kernels per image.
+
+    The caller keeps ``images`` until the work queued on them is done (``GpuDecoder`` decodes them on
+    side streams: freed sooner, their memory could go to the next decode while this copy still reads
+    them). That costs nothing where a batch's images live until its results are back, where marking each
+    image for the current stream (``record_stream``) took a fifth of the main thread of a 57,600-file job.
     """
     return torch.cat([_resample(group, preprocess, dtype) for group in _canvas_groups(images)])
 
 
 def _resample(images: Sequence[torch.Tensor], p: Preprocess, dtype: torch.dtype) -> torch.Tensor:
-    device = images[0].device
-    h_max, w_max = max(im.shape[1] for im in images), max(im.shape[2] for im in images)
-    same_size = all(im.shape == images[0].shape for im in images)  # a dataset's usual case: one copy, not one each
-    canvas = torch.stack(images).to(dtype) if same_size else torch.zeros(len(images), 3, h_max, w_max, dtype=dtype,
-                                                                         device=device)
-    boxes = []
-    for i, im in enumerate(images):
-        h, w = im.shape[1:]
-        if not same_size:
-            canvas[i, :, :h, :w] = im
-        im.record_stream(torch.cuda.current_stream())  # decoded on a side stream: keep it until this copy ran
-        rw, rh = p.resized_size(w, h)
-        sx, sy = w / rw, h / rh
-        left, top = (rw - p.size) // 2, (rh - p.size) // 2
-        boxes.append((i, left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy))
-    boxes = torch.tensor(boxes, dtype=dtype).to(device, non_blocking=True)
+    sizes = [tuple(im.shape[1:]) for im in images]
+    windows = {size: _crop_window(*size, p) for size in set(sizes)}  # a dataset's usual case: one size
+    if len(windows) == 1:  # one copy, not one each
+        canvas = torch.stack(images).to(dtype)
+    else:
+        canvas = torch.zeros(len(images), 3, *map(max, zip(*sizes)), dtype=dtype, device=images[0].device)
+        for i, im in enumerate(images):
+            canvas[i, :, :im.shape[1], :im.shape[2]] = im
+    boxes = torch.tensor([(i, *windows[size]) for i, size in enumerate(sizes)], dtype=dtype).to(canvas.device)
     return torch.ops.torchvision.roi_align(canvas, boxes, 1.0, p.size, p.size, -1, True)  # scale, out h w, sampling, aligned
+
+
+def _crop_window(h: int, w: int, p: Preprocess) -> tuple[float, float, float, float]:
+    """The source pixels (x1, y1, x2, y2) of an h x w image's center crop once resized."""
+    rw, rh = p.resized_size(w, h)
+    sx, sy = w / rw, h / rh
+    left, top = (rw - p.size) // 2, (rh - p.size) // 2
+    return left * sx, top * sy, (left + p.size) * sx, (top + p.size) * sy
 
 
 def decode_to_pixels(paths: Sequence[Path], preprocess: Preprocess, device: str | torch.device = "cuda",

@@ -21,6 +21,7 @@ import io
 import os
 import warnings
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -108,9 +109,11 @@ class TorchEngine:
             card, torch version and precision); never in ``classify_files``, nor TorchScript.
         max_batch: largest batch run at once; bigger inputs are split.
         folder_job: the number of files of the folder job the engine is built for (``select_engine``):
-            the first forward (which finds the number of outputs) then runs at that job's batch shape, so
-            that cuDNN plans for one shape, not two (a trace with cuDNN pays 1.3-2.0 s for each new shape
-            on the H100), and a large job's nvJPEG sets up meanwhile, in a thread.
+            the first forward then runs at that job's batch shape, so that cuDNN plans for one shape, not
+            two (a trace with cuDNN pays 1.3-4 s for each new shape on the H100 machine). A large job
+            (``uses_cudnn``) makes that plan, and sets up nvJPEG, in threads while its first files are
+            read (the number of outputs then comes from a forward on the CPU, before the network moves
+            to the GPU: milliseconds).
 
     Example:
         >>> engine = TorchEngine(build_model(get_spec("efficientnet-lite0")), spec.preprocess)  # doctest: +SKIP
@@ -123,19 +126,28 @@ class TorchEngine:
         if not torch.cuda.is_available():
             raise ImgclassError("--device cuda: no CUDA device is visible to torch; use --device cpu")
         self.device, self.dtype, self.precision = torch.device(device), DTYPES[precision], precision
-        if folder_job is not None and uses_cudnn(folder_job):
-            start_nvjpeg(self.device)
         self.metadata, self.input_size, self.decodes_files = {}, preprocess.size, True
         self.preprocess, self.max_batch, self.cuda_graphs = preprocess, max_batch, cuda_graphs
-        self.model = model.eval().to(self.device, self.dtype, memory_format=torch.channels_last)
+        self.model = model.eval()
         # compiled on first need (importing dynamo alone takes seconds); TorchScript never (dynamo does not trace it)
         self._scripted = isinstance(model, torch.jit.ScriptModule)
-        self.compile, self._compiled = compile and not self._scripted, None
+        self.compile, self._compiled, self._planned = compile and not self._scripted, None, None
+        large = folder_job is not None and uses_cudnn(folder_job)
+        if large:
+            with torch.inference_mode():
+                self.num_outputs = self._forward(torch.zeros(1, 3, preprocess.size, preprocess.size)).shape[1]
+        self.model = self.model.to(self.device, self.dtype, memory_format=torch.channels_last)
         shape = self.job_shape(folder_job) if folder_job is not None else 1
         first = torch.zeros(shape, 3, preprocess.size, preprocess.size, device=self.device,
                             dtype=self.dtype).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), _cudnn(False):  # an eager module runs it on torch's kernels: no cuDNN start
-            self.num_outputs = self._forward(first).shape[1]
+        if large:
+            start_nvjpeg(self.device)
+            planner = ThreadPoolExecutor(1, thread_name_prefix="cudnn-plan")
+            self._planned = planner.submit(self._plan, first)
+            planner.shutdown(wait=False)  # its thread ends with the plan
+        else:
+            with torch.inference_mode(), _cudnn(False):  # an eager module runs it on torch's kernels: no cuDNN start
+                self.num_outputs = self._forward(first).shape[1]
         self.mean = torch.tensor(preprocess.mean, device=self.device).view(1, 3, 1, 1) * 255
         self.inv_std = 1 / (torch.tensor(preprocess.std, device=self.device).view(1, 3, 1, 1) * 255)
         self._graphs: dict[tuple[int, bool, bool], tuple[torch.Tensor, torch.Tensor, torch.cuda.CUDAGraph]] = {}
@@ -151,6 +163,11 @@ class TorchEngine:
             with torch.jit.optimized_execution(False):  # as traced: no profiling runs, no fuser compiling kernels
                 return torch.softmax(self.model(x).float(), dim=1)
         return torch.softmax(self.model(x).float(), dim=1)
+
+    @torch.inference_mode()  # (a thread's own mode: set in the thread)
+    def _plan(self, first: torch.Tensor) -> None:
+        self._forward(first)
+        torch.cuda.current_stream(self.device).synchronize()
 
     def _bucket(self, n: int) -> int:
         """Batch sizes round up to a power of two, so a handful of graphs serve every size."""
@@ -201,6 +218,9 @@ class TorchEngine:
         shape used once never repays; a new shape costs cuDNN a start). A compiled shape is captured at
         once. ``compile``: False keeps torch.compile out; ``cudnn``: False runs torch's own kernels.
         """
+        if self._planned is not None:  # a large job's cuDNN plan, made in a thread while its files were read
+            self._planned.result()
+            self._planned = None
         outs = []
         with _cudnn(cudnn):
             for chunk in x.split(self.max_batch):
