@@ -380,14 +380,14 @@ def test_api_key_guards_everything_but_the_page_and_health(classifier, jpegs):
 # --- the upload page in Chromium ----------------------------------------------------------------
 
 @contextmanager
-def uvicorn_thread(app):
-    """The app on a real uvicorn, in a thread, on a free 127.0.0.1 port."""
+def uvicorn_thread(app, http="auto"):
+    """The app on a real uvicorn (its HTTP protocol ``http``), in a thread, on a free 127.0.0.1 port."""
     import uvicorn
 
     from imgclass.webstack import listen
 
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, http=http, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -513,7 +513,7 @@ def test_connections_have_nagle_off():
     # A kept-alive client would otherwise wait for its own delayed ACK before each response body.
     import socket
 
-    from imgclass.serve.app import set_nodelay
+    from imgclass.webstack import set_nodelay
 
     class Transport:
         def __init__(self, sock):

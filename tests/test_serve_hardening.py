@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from conftest import run_cli
-from test_serve import INFER, client, jpegs, post_image, serving, triton_request, uvicorn_thread  # noqa: F401
+from test_serve import (INFER, client, jpegs, post_image, serve_process, serving, triton_request,  # noqa: F401
+                        uvicorn_thread)
 
 hypothesis = pytest.importorskip("hypothesis", reason="needs hypothesis (pip install -e '.[test]')")
 from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
@@ -245,6 +246,52 @@ def test_uvicorn_closes_a_stalled_upload_with_a_408(classifier, jpegs):
     status, _, body = answer.partition(b"\r\n\r\n")
     assert status.startswith(b"HTTP/1.1 408") and b"connection: close" in status.lower()
     assert "stalled" in json.loads(body)["error"]
+
+
+LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def answered(conn: socket.socket, request: bytes = LIVE) -> bytes:
+    """Send ``request`` on a kept-alive connection; the status line of its answer."""
+    conn.sendall(request)
+    reader = conn.makefile("rb")
+    status = reader.readline()
+    length = next(int(line.split(b":")[1]) for line in iter(reader.readline, b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    reader.read(length)
+    return status.strip()
+
+
+def test_past_max_connections_the_one_waiting_longest_for_a_head_is_closed(classifier):
+    """uvicorn bounds neither how long a request head may take nor how many connections stay open:
+    stalled sockets used up the file descriptors. One connection over the cap closes the one that
+    has waited longest for a head; busy ones and newer ones keep going."""
+    from imgclass.webstack import StrictProtocol
+
+    protocol = StrictProtocol.limited(head_timeout_s=60, max_connections=2)
+    with uvicorn_thread(create_app([classifier]), http=protocol) as url:
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        with socket.create_connection(address, timeout=20) as stalled:
+            stalled.sendall(LIVE[:30])  # half a head, then nothing
+            with socket.create_connection(address, timeout=20) as kept:
+                assert answered(kept) == b"HTTP/1.1 200 OK"  # now waiting for its next head: since later
+                with socket.create_connection(address, timeout=20) as third:  # one too many
+                    assert answered(third) == b"HTTP/1.1 200 OK"
+                    assert stalled.recv(1) == b""  # it made room, well before its 60 s head timeout
+                    assert answered(kept) == b"HTTP/1.1 200 OK"
+
+
+def test_serve_closes_a_connection_that_sends_no_whole_head():
+    """`imgclass serve --head-timeout`: a silent connection, and one that sends half a head, are closed
+    (uvicorn held both for ever); a bad --max-connections is one line."""
+    with serve_process("--head-timeout", "1") as (_, url, _):
+        address = ("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        with socket.create_connection(address, timeout=8) as silent, \
+                socket.create_connection(address, timeout=8) as half:
+            half.sendall(LIVE[:30])
+            assert silent.recv(1) == b"" and half.recv(1) == b""  # by --head-timeout 1, not the default 10 s
+    out = run_cli("serve", "--max-connections", "0")
+    assert out.returncode == 1 and out.stderr.strip() == "imgclass: error: --max-connections must be >= 1"
 
 
 # --- Hypothesis -----------------------------------------------------------------------------------

@@ -319,16 +319,27 @@ class StrictConnection(h11.Connection):
             raise
 
 
-class PageProtocol(H11Protocol):
-    """uvicorn's HTTP/1.1 (h11) with what it lacks against stalled and smuggling clients:
+class StrictProtocol(H11Protocol):
+    """uvicorn's HTTP/1.1 (h11) with what it lacks against stalled and smuggling clients, for the
+    pages and ``imgclass serve`` alike:
 
-    - a request head must come whole within ``HEAD_TIMEOUT_S`` of the server waiting for it
+    - a request head must come whole within ``head_timeout_s`` of the server waiting for it
       (uvicorn times out only kept-alive connections that send nothing);
-    - at most ``MAX_CONNECTIONS`` open: one more closes the one that has waited longest for a head
-      (or, when all are busy, itself), so stalled sockets never lock the page out nor use up the
+    - at most ``max_connections`` open: one more closes the one that has waited longest for a head
+      (or, when all are busy, itself), so stalled sockets never lock the server out nor use up the
       process's file descriptors;
-    - ``StrictConnection``'s parsing, and a malformed request's 400 as one JSON line saying why.
+    - ``StrictConnection``'s parsing, and a malformed request's 400 as one JSON line saying why;
+    - TCP_NODELAY (``set_nodelay``).
+
+    The limits are the pages' (HEAD_TIMEOUT_S, MAX_CONNECTIONS); ``limited`` makes the class for others.
     """
+
+    head_timeout_s, max_connections = HEAD_TIMEOUT_S, MAX_CONNECTIONS
+
+    @classmethod
+    def limited(cls, head_timeout_s: float, max_connections: int) -> type["StrictProtocol"]:
+        """This protocol with other limits (``uvicorn.Config(app, http=...)`` takes a class)."""
+        return type(cls.__name__, (cls,), {"head_timeout_s": head_timeout_s, "max_connections": max_connections})
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -339,7 +350,7 @@ class PageProtocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         set_nodelay(transport)
-        if sum(not c.transport.is_closing() for c in self.connections) > MAX_CONNECTIONS:
+        if sum(not c.transport.is_closing() for c in self.connections) > self.max_connections:
             waiting = [c for c in self.connections if c.waiting_since is not None and not c.transport.is_closing()]
             min(waiting, key=lambda c: c.waiting_since, default=self).transport.close()
         self._watch_head()
@@ -357,7 +368,7 @@ class PageProtocol(H11Protocol):
         waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
         if waiting and self._head_timer is None:
             self.waiting_since = self.loop.time()
-            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self.transport.close)
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self.transport.close)
         elif not waiting and self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = self.waiting_since = None
@@ -389,7 +400,7 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class BackgroundServer:
-    """``app`` on uvicorn (``PageProtocol``) at ``host:port`` (port 0: any free one), served by a
+    """``app`` on uvicorn (``StrictProtocol``) at ``host:port`` (port 0: any free one), served by a
     thread with its own event loop: the caller's thread goes on (a video pipeline, or a wait for
     Ctrl-C). ``close()`` stops it: open responses get ``timeout_graceful_shutdown`` seconds to end,
     then the thread, its executor's threads and the socket are gone.
@@ -411,7 +422,7 @@ class BackgroundServer:
             raise ImgclassError(f"{name}: {e}") from None
         self.host, self.port = self.socket.getsockname()[:2]
         # No logging config of uvicorn's own: this process's logging belongs to its owner.
-        config = uvicorn.Config(app, http=PageProtocol, lifespan="off", log_config=None, access_log=False,
+        config = uvicorn.Config(app, http=StrictProtocol, lifespan="off", log_config=None, access_log=False,
                                 server_header=False, timeout_keep_alive=5, timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         # Connections queue in the socket's backlog until the loop is up: nothing to wait for here.

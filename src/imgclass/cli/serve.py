@@ -45,6 +45,12 @@ def add_parser(sub) -> None:
                           "body would pass it gets 503 and Retry-After")
     net.add_argument("--body-timeout", type=float, default=30.0, metavar="SECONDS",
                      help="a request body that sends nothing for this long gets 408 and its connection closed")
+    net.add_argument("--head-timeout", type=float, default=10.0, metavar="SECONDS",
+                     help="a connection that has not sent a whole request head this long after the server began "
+                          "waiting for one (it opened, or its last answer went out) is closed")
+    net.add_argument("--max-connections", type=int, default=512, metavar="N",
+                     help="most connections open at once; one more closes the one waiting longest for a request "
+                          "head, or itself when all are busy (keep it under `ulimit -n`)")
     net.add_argument("--access-log", action="store_true", help="log every request (off: a line per request costs time)")
     batch = p.add_argument_group("batching")
     batch.add_argument("--max-batch", type=int, default=16, help="most images per inference batch")
@@ -62,15 +68,15 @@ def run(args) -> int:
         import uvicorn
 
         from ..serve import Settings, create_app
-        from ..serve.app import nodelay_http_protocol
-        from ..webstack import listen
+        from ..webstack import StrictProtocol, listen
     except ModuleNotFoundError as e:
         raise ImgclassError(f"imgclass serve needs {e.name}: pip install 'imgclass[serve]'") from None
     if args.workers < 1:
         raise ImgclassError("--workers must be >= 1")
     settings = Settings(max_batch=args.max_batch, batch_timeout_ms=args.batch_timeout_ms, max_queue=args.max_queue,
                         max_body_mb=args.max_body_mb, max_inflight_mb=args.max_inflight_mb,
-                        body_timeout_s=args.body_timeout, api_key=args.api_key or os.environ.get("IMGCLASS_API_KEY"),
+                        body_timeout_s=args.body_timeout, head_timeout_s=args.head_timeout,
+                        max_connections=args.max_connections, api_key=args.api_key or os.environ.get("IMGCLASS_API_KEY"),
                         host=args.host, allow_origins=tuple(args.allow_origin), topk=args.topk, threshold=args.threshold)
     settings.check()
     sock = listen(args.host, args.port)  # before the model loads: a taken port fails at once
@@ -86,9 +92,10 @@ def run(args) -> int:
     shown = f"[{host}]" if ":" in host else host
     print(f"imgclass: serving {nets[0].network_name} at http://{shown}:{port}/ (upload page; POST /v1/classify; "
           f"Open Inference Protocol at /v2/models/{nets[0].network_name}; /metrics)", file=sys.stderr, flush=True)
-    # uvicorn has no timeout for reading a request's head; the one it has closes a kept-alive
-    # connection idle for timeout_keep_alive seconds. Bodies: --body-timeout (webstack.RequestLimits).
-    config = uvicorn.Config(app, http=nodelay_http_protocol(), lifespan="on", access_log=args.access_log,
+    # Heads: --head-timeout, and at most --max-connections (StrictProtocol); bodies: --body-timeout
+    # (webstack.RequestLimits); a kept-alive connection idle for timeout_keep_alive seconds closes.
+    protocol = StrictProtocol.limited(settings.head_timeout_s, settings.max_connections)
+    config = uvicorn.Config(app, http=protocol, lifespan="on", access_log=args.access_log,
                             log_level="info", timeout_keep_alive=5,
                             timeout_graceful_shutdown=30)  # then requests still running are cut off
     server = uvicorn.Server(config)

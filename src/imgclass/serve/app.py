@@ -14,7 +14,9 @@ Routes:
 Errors are JSON ``{"error": "..."}``: 400 bad input, 401 no API key, 403 a browser request from another
 site or by a foreign Host name (the page; multipart posts with an Origin), 404, 408 a body that stalls (--body-timeout),
 413 body over --max-body-mb (or more images than --max-queue), 415 not an image or multipart, 503 queue
-full or request bodies in flight over --max-inflight-mb (with Retry-After).
+full or request bodies in flight over --max-inflight-mb (with Retry-After). A connection whose request head
+is not whole within --head-timeout is closed, and so is, past --max-connections, the one waiting longest
+for a head (``webstack.StrictProtocol``, which ``imgclass serve`` runs uvicorn with).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from .. import __version__
 from ..classifier import Classifier, Prediction, result_record
 from ..errors import ImgclassError
 from ..models.resolve import RUN_MODEL, OnnxRef
-from ..webstack import ERROR_HANDLERS, RequestLimits, SameSite, json_error, origin_of, set_nodelay
+from ..webstack import ERROR_HANDLERS, RequestLimits, SameSite, json_error, origin_of
 from . import oip
 from .batcher import MicroBatcher, QueueFull
 from .metrics import Metrics, MetricsMiddleware
@@ -63,6 +65,8 @@ class Settings:
     max_body_mb: float = 20.0
     max_inflight_mb: float = 256.0
     body_timeout_s: float = 30.0
+    head_timeout_s: float = 10.0
+    max_connections: int = 512
     api_key: str | None = None
     host: str = "127.0.0.1"
     allow_origins: tuple[str, ...] = ()
@@ -78,6 +82,8 @@ class Settings:
                     (not self.max_body_mb > 0, "--max-body-mb must be > 0"),
                     (not self.max_inflight_mb > 0, "--max-inflight-mb must be > 0"),
                     (not self.body_timeout_s > 0, "--body-timeout must be > 0 seconds"),
+                    (not self.head_timeout_s > 0, "--head-timeout must be > 0 seconds"),
+                    (self.max_connections < 1, "--max-connections must be >= 1"),
                     (any(origin_of(o) is None for o in self.allow_origins),
                      "--allow-origin takes origins like https://imgclass.example.com (scheme://host[:port])"),
                     (self.api_key == "", "--api-key is empty; give a key or leave the flag out"),
@@ -316,15 +322,3 @@ def create_app(classifiers: Sequence[Classifier], settings: Settings = Settings(
                     lifespan=service.lifespan)
     app.state.service = service
     return app
-
-
-def nodelay_http_protocol():
-    """uvicorn's HTTP protocol with Nagle's algorithm off on every connection (``set_nodelay``)."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    class NoDelayH11Protocol(H11Protocol):
-        def connection_made(self, transport) -> None:
-            set_nodelay(transport)
-            super().connection_made(transport)
-
-    return NoDelayH11Protocol
