@@ -254,11 +254,10 @@ LIVE = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 def answered(conn: socket.socket, request: bytes = LIVE) -> bytes:
     """Send ``request`` on a kept-alive connection; the status line of its answer."""
     conn.sendall(request)
-    reader = conn.makefile("rb")
-    status = reader.readline()
-    length = next(int(line.split(b":")[1]) for line in iter(reader.readline, b"\r\n")
-                  if line.lower().startswith(b"content-length"))
-    reader.read(length)
+    with conn.makefile("rb", buffering=0) as reader:  # unbuffered: nothing of the socket read past this answer
+        status, *headers = iter(reader.readline, b"\r\n")
+        length = next(int(line.split(b":")[1]) for line in headers if line.lower().startswith(b"content-length"))
+        assert len(conn.recv(length, socket.MSG_WAITALL)) == length
     return status.strip()
 
 
