@@ -68,8 +68,8 @@ def check_regular_file(path: Path) -> None:
 def read_file(path: Path) -> np.ndarray:
     """A plain file's bytes, as a 1-D uint8 array, refused as ``check_regular_file`` refuses.
 
-    Read by the OS calls themselves, which run outside the GIL, into the array: 8 us a file of 10 KB
-    against 20 for ``np.fromfile`` plus the check, most of it under the GIL (the 2-core VM), which
+    Read by the OS calls themselves, which run outside the GIL, into the array: 12 us a file of 10 KB
+    against 21 for ``np.fromfile`` plus the check, most of it under the GIL (the 2-core VM), which
     the GPU decoder's 8 reader threads share with its decode and network threads.
 
     Example:

@@ -133,7 +133,7 @@ class TorchEngine:
         self._scripted = isinstance(model, torch.jit.ScriptModule)
         self.compile, self._compiled, self._planned = compile and not self._scripted, None, None
         large = folder_job is not None and uses_cudnn(folder_job)
-        if large:
+        if large:  # outputs counted on the CPU: on the GPU this forward would wait for cuDNN's plan
             with torch.inference_mode():
                 self.num_outputs = self._forward(torch.zeros(1, 3, preprocess.size, preprocess.size)).shape[1]
         self.model = self.model.to(self.device, self.dtype, memory_format=torch.channels_last)
