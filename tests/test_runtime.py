@@ -108,9 +108,10 @@ def test_a_warm_run_does_not_import_torch(classifier):
 def test_auto_device_keeps_small_jobs_on_the_cpu(monkeypatch, tmp_path):
     # Even where a GPU is usable, starting torch + CUDA costs more than a small job takes on the CPU;
     # the rule learns this machine's figures from the folder jobs it ran.
-    from imgclass.runtime import machine, select
+    from imgclass.runtime import cache, machine, select
     from imgclass.runtime.base import Job
     monkeypatch.setenv("IMGCLASS_CACHE", str(tmp_path))
+    monkeypatch.setattr(cache, "_built", 0)
     monkeypatch.setattr(select, "_cuda_here", lambda: True)
     monkeypatch.setattr(machine, "default_costs", lambda: machine.MachineCosts(machine.DeviceCost(0.7, 700),
                                                                                 machine.DeviceCost(20.0, 8000)))
@@ -123,6 +124,9 @@ def test_auto_device_keeps_small_jobs_on_the_cpu(monkeypatch, tmp_path):
     assert select.resolve_device("auto", Job(images=5760)) == "cuda"
     machine.record_job("cuda", 10, start_s=0.1, images_per_s=1e6)  # too few images to say anything: not kept
     assert machine.machine_costs().cuda == machine.DeviceCost(2.0, 8000)
+    cache.write_entry(tmp_path / "engines" / "x.onnx", b"built")  # a first run's export: its start is not kept
+    machine.record_job("cpu", 5760, start_s=15.7, images_per_s=700)
+    assert machine.machine_costs().cpu == machine.DeviceCost(0.7, 700)
 
 def test_a_small_folder_job_gets_a_network_traced_without_cudnn():
     """TorchScript fixes each convolution's cuDNN switch when it traces; a small job's trace has it off (cuDNN's

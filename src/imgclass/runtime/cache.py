@@ -14,6 +14,9 @@ from pathlib import Path
 from ..errors import ImgclassError
 from ..fileio import atomic_write
 
+_built = 0  # entries this process built: its start included work the next run skips
+
+
 
 def cache_dir() -> Path:
     """``$IMGCLASS_CACHE``, else ``$XDG_CACHE_HOME/imgclass``, else ``~/.cache/imgclass``."""
@@ -101,12 +104,19 @@ def write_entry(path: Path, data: bytes) -> bytes:
     """Seal ``data`` and store it at ``path`` atomically; returns the sealed bytes. A cache that
     cannot be written (read-only, full, not a folder) gets a one-line warning, and the run goes on
     without it."""
+    global _built
+    _built += 1
     sealed = seal(data)
     try:
         atomic_write(path, lambda tmp: Path(tmp).write_bytes(sealed))
     except (OSError, ImgclassError) as e:  # atomic_write words a refused folder for outputs; the OSError says why
         _no_cache(path.parent, getattr(e if isinstance(e, OSError) else e.__context__, "strerror", None) or str(e))
     return sealed
+
+
+def entries_built() -> int:
+    """How many cache entries this process built (exports, optimizations, traces, calibrations)."""
+    return _built
 
 
 def writable_dir(path: Path) -> bool:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..fileio import atomic_write
-from .cache import cache_dir
+from .cache import cache_dir, entries_built
 
 RECORD_FROM = 200  # images: a smaller job's rate is mostly its start
 FORMAT = 1
@@ -91,8 +91,12 @@ def seconds_since_start() -> float:
 
 def record_job(device: str, images: int, start_s: float, images_per_s: float) -> None:
     """Keep what a finished folder job measured on ``device`` (``start_s``: process start to its first
-    image), so that the next "auto" on this machine weighs real figures. Never fails the job."""
-    if images < RECORD_FROM or device not in ("cpu", "cuda") or not images_per_s > 0:
+    image), so that the next "auto" on this machine weighs real figures. Never fails the job.
+
+    A process that built a cache entry is not kept: its start paid once for what every later run reads
+    (a first CPU run's ONNX export is about 15 s), and "auto" would then keep a small job off the CPU
+    that never again gets to measure itself."""
+    if images < RECORD_FROM or device not in ("cpu", "cuda") or not images_per_s > 0 or entries_built():
         return
     try:
         everything = json.loads(_path().read_text())
