@@ -17,7 +17,6 @@ from ..fileio import atomic_write
 _built = 0  # entries this process built: its start included work the next run skips
 
 
-
 def cache_dir() -> Path:
     """``$IMGCLASS_CACHE``, else ``$XDG_CACHE_HOME/imgclass``, else ``~/.cache/imgclass``."""
     root = os.environ.get("IMGCLASS_CACHE") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "imgclass")
