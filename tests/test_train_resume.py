@@ -112,6 +112,27 @@ def test_ctrl_c_prints_the_command_that_resumes(first_run, tmp_path):
     assert not list(ckpt.parent.glob(".*")), "no temporary file is left behind"
 
 
+def test_a_progress_line_is_written_whole_with_its_newline(monkeypatch):
+    # A Ctrl-C lands between two writes, never inside one: a line and its newline written apart once
+    # left the interrupt's message on the end of an epoch's line.
+    from imgclass.train import engine
+
+    class Writes:
+        def __init__(self):
+            self.calls = []
+
+        def write(self, s):
+            self.calls.append(s)
+
+        def flush(self):
+            pass
+
+    stderr = Writes()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    engine.log("epoch 2 (finetune): train loss 0.392")
+    assert [c for c in stderr.calls if c] == ["epoch 2 (finetune): train loss 0.392\n"]
+
+
 def test_a_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pth.tar"
     save_checkpoint(path, {"epoch": 1, "weights": torch.zeros(1000)})

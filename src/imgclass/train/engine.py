@@ -62,7 +62,9 @@ from .parts import Parts, Prior, build_network, network_spec, split_model, train
 
 def log(message: str) -> None:
     """Progress lines go to stderr with the bars; stdout stays for results."""
-    tqdm.write(message, file=sys.stderr)
+    # One write with its newline: tqdm writes the end apart, and a Ctrl-C between the two left the line
+    # open, so that "imgclass: interrupted; continue with: ..." went on the end of it.
+    tqdm.write(message + "\n", file=sys.stderr, end="")
 
 
 def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
