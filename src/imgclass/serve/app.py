@@ -45,7 +45,7 @@ from .. import __version__
 from ..classifier import Classifier, Prediction, result_record
 from ..errors import ImgclassError
 from ..models.resolve import RUN_MODEL, OnnxRef
-from ..webstack import ERROR_HANDLERS, RequestLimits, SameSite, json_error, origin_of
+from ..webstack import ERROR_HANDLERS, HEAD_TIMEOUT_S, RequestLimits, SameSite, json_error, origin_of
 from . import oip
 from .batcher import MicroBatcher, QueueFull
 from .metrics import Metrics, MetricsMiddleware
@@ -65,7 +65,7 @@ class Settings:
     max_body_mb: float = 20.0
     max_inflight_mb: float = 256.0
     body_timeout_s: float = 30.0
-    head_timeout_s: float = 10.0
+    head_timeout_s: float = HEAD_TIMEOUT_S  # the pages' own
     max_connections: int = 512
     api_key: str | None = None
     host: str = "127.0.0.1"
