@@ -80,6 +80,36 @@ def test_reduced_precision_is_for_the_cpu():
         imgclass.Classifier(device="cpu", precision="fp8")
 
 
+@pytest.mark.parametrize("batch", ["N", 1])  # a dynamic batch, and jetson's static batch of one
+def test_openvino_runs_any_batch_on_a_few_compiled_shapes(tmp_path, monkeypatch, batch):
+    needs("bf16")
+    monkeypatch.setenv("IMGCLASS_CACHE", str(tmp_path / "cache"))
+    model = tiny_onnx(tmp_path / "model.onnx", [[5, -5], [0, 0], [-5, 5]], batch=batch)
+    engine = OpenVinoEngine(model.read_bytes(), "bf16", "model.onnx")
+    x = np.random.default_rng(0).uniform(-1, 1, (17, 3, 8, 8)).astype(np.float32)
+    alone = np.concatenate([engine.run(x[i:i + 1]) for i in range(len(x))])
+    sizes = (2, 3, 5, 8, 17)
+    for n in sizes:
+        np.testing.assert_allclose(engine.run(x[:n]), alone[:n], atol=1e-2)
+    # each request takes a power of two of images (the last padded): fewer shapes than batch sizes
+    compiled = [int(p.name.split(".")[-2].removeprefix("throughput")) for p in (tmp_path / "cache").rglob("*.throughput*.blob")]
+    assert compiled and len(compiled) < len(sizes) and all(b & (b - 1) == 0 for b in compiled), compiled
+
+
+def test_a_damaged_compiled_shape_is_compiled_again_not_loaded(tmp_path, monkeypatch, capsys):
+    needs("bf16")
+    monkeypatch.setenv("IMGCLASS_CACHE", str(tmp_path / "cache"))
+    model = tiny_onnx(tmp_path / "model.onnx", [[5, -5], [0, 0], [-5, 5]]).read_bytes()
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    expected = OpenVinoEngine(model, "bf16", "model.onnx").run(x)
+    [blob] = (tmp_path / "cache").rglob("*.latency1.blob")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: OpenVINO's own cache would load it as it is
+    blob.write_bytes(bytes(data))
+    np.testing.assert_allclose(OpenVinoEngine(model, "bf16", "model.onnx").run(x), expected, atol=1e-6)
+    assert "damaged cache entry" in capsys.readouterr().err
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """A tiny red/blue model and a folder of red and blue photos for it."""
